@@ -1,0 +1,129 @@
+"""``build_pipeline(config)`` describes the job; ``submit`` turns the description into a Flink job.
+
+The description is plain data (Flink settings, SQL statements, the UDF to register), so it can be
+inspected and tested without a cluster. Steps, by name:
+
+  kpi_events_raw      Kafka source: raw payload, Kafka metadata, event time, watermark
+  kpi_events_routed   parse + validate (JVM): reason/field per event, NULL when valid and on time
+  kpi_dlq             rejected and late events with their reason (dead-letter topic)
+  kpi_events_valid    the valid, on-time events
+  window_features     per-device TUMBLE window statistics (the feature spec)
+  scored_windows      the pandas UDF running the exported model on Arrow batches
+  kpi_anomalies       anomalous windows with top contributing features
+  kpi_metrics         one fleet record per window
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flink_job import sql
+from model.features import FeatureSpec
+from netanomaly.config import JobConfig
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A described job: settings, named SQL steps and the scoring UDF's parameters."""
+
+    settings: dict[str, str]
+    ddl: list[tuple[str, str]]
+    inserts: list[tuple[str, str]]
+    model_dir: Path
+    feature_names: list[str]
+    top_k: int
+    torch_threads: int
+    job_name: str
+    jars: list[Path] = field(default_factory=list)
+
+
+def flink_settings(cfg: JobConfig, jars: list[Path]) -> dict[str, str]:
+    """Flink configuration of the job (also valid for `flink run`)."""
+    s = cfg.stream
+    py = str(s.python_executable or sys.executable)
+    settings = {
+        "table.local-time-zone": "UTC",
+        "parallelism.default": str(s.parallelism),
+        "pipeline.name": s.job_name,
+        "python.executable": py,
+        "python.client.executable": py,
+        "python.execution-mode": "process",
+        "python.fn-execution.arrow.batch.size": str(s.arrow_batch_size),
+        "python.fn-execution.bundle.size": str(s.arrow_batch_size),
+        "python.fn-execution.bundle.time": str(s.bundle_time_ms),
+        "table.exec.source.idle-timeout": f"{s.idle_timeout_seconds} s" if s.idle_timeout_seconds else "0 ms",
+        "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
+    }
+    if s.checkpoint_interval_seconds > 0:
+        settings["execution.checkpointing.interval"] = f"{s.checkpoint_interval_seconds} s"
+    return settings
+
+
+def build_pipeline(cfg: JobConfig, jars: list[Path]) -> Pipeline:
+    """Describe the whole job for ``cfg``; ``jars`` must include the Kafka SQL connector."""
+    spec = FeatureSpec.from_config(cfg.features)
+    top_k = min(cfg.model.top_k, len(spec.feature_names))
+    ddl = [
+        ("kpi_events_raw", sql.source_ddl(cfg)),
+        ("kpi_events_routed", sql.routed_view(cfg)),
+        ("kpi_dlq", sql.dlq_ddl(cfg)),
+        ("kpi_events_valid", sql.valid_view(cfg)),
+        ("window_features", sql.features_view(cfg, spec)),
+        ("scored_windows", sql.scored_view(spec, top_k)),
+        ("scored_for_fleet", sql.fleet_view(spec)),
+        ("kpi_anomalies", sql.anomalies_ddl(cfg)),
+        ("kpi_metrics", sql.metrics_ddl(cfg)),
+    ]
+    inserts = [
+        ("kpi_dlq", sql.dlq_insert()),
+        ("kpi_anomalies", sql.anomalies_insert(spec, top_k)),
+        ("kpi_metrics", sql.metrics_insert(spec)),
+    ]
+    if cfg.stream.emit_features:
+        ddl.append(("kpi_features", sql.features_ddl(cfg, spec)))
+        inserts.append(("kpi_features", sql.features_insert(spec)))
+    all_jars = [*jars, *cfg.stream.jars]
+    return Pipeline(
+        settings=flink_settings(cfg, all_jars),
+        ddl=ddl,
+        inserts=inserts,
+        model_dir=Path(cfg.model.dir).expanduser().resolve(),
+        feature_names=spec.feature_names,
+        top_k=top_k,
+        torch_threads=cfg.model.torch_threads,
+        job_name=cfg.stream.job_name,
+        jars=all_jars,
+    )
+
+
+def create_statement_set(pipeline: Pipeline):
+    """A TableEnvironment with every step declared; returns ``(t_env, statement_set)``."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from flink_job.scoring import make_udf
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    conf = t_env.get_config()
+    for key, value in pipeline.settings.items():
+        conf.set(key, value)
+    t_env.create_temporary_function(
+        "score_windows",
+        make_udf(pipeline.model_dir, pipeline.feature_names, pipeline.top_k, pipeline.torch_threads),
+    )
+    for _, statement in pipeline.ddl:
+        t_env.execute_sql(statement)
+    stmt_set = t_env.create_statement_set()
+    for _, statement in pipeline.inserts:
+        stmt_set.add_insert_sql(statement)
+    return t_env, stmt_set
+
+
+def submit(pipeline: Pipeline, wait: bool = False):
+    """Submit the job; returns its TableResult (``wait`` blocks until a bounded job ends)."""
+    _, stmt_set = create_statement_set(pipeline)
+    result = stmt_set.execute()
+    if wait:
+        result.wait()
+    return result

@@ -1,0 +1,1 @@
+"""Models of network-anomaly: feature spec, autoencoder, training, export and scoring."""
