@@ -56,17 +56,20 @@ def run_demo(cfg: JobConfig, spec: DemoSpec) -> int:
     stop_producer = threading.Event()
     try:
         # 1. Kafka
-        st = kafka_local.status(cfg.kafka.local)
-        if not st.running:
+        bootstrap = cfg.kafka.bootstrap_servers
+        if kafka_local.serves(bootstrap):
+            click.echo(f"[1/5] using the Kafka broker already at {bootstrap}")
+        else:
             click.echo("[1/5] starting Kafka ...")
             st = kafka_local.start(cfg.kafka.local)
             started_kafka = True
-        click.echo(f"[1/5] {st}")
+            bootstrap = st.bootstrap_servers
+            click.echo(f"[1/5] {st}")
         suffix = time.strftime("%Y%m%d%H%M%S")
         cfg = _with(
             cfg,
             _workdir=workdir,
-            kafka__bootstrap_servers=st.bootstrap_servers,
+            kafka__bootstrap_servers=bootstrap,
             kafka__topics__events=f"demo-{suffix}-kpi-events",
             kafka__topics__anomalies=f"demo-{suffix}-kpi-anomalies",
             kafka__topics__metrics=f"demo-{suffix}-kpi-metrics",

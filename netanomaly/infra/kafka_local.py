@@ -122,6 +122,11 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def serves(servers: str) -> bool:
+    """True when a Kafka broker answers at ``servers`` (ours or anyone's)."""
+    return _ready(servers)
+
+
 def _ready(servers: str) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
