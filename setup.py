@@ -21,6 +21,8 @@ RUNTIME = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "scikit-learn==1.9.1",
+    "onnx==1.22.0",  # torch.onnx.export (TorchScript-based exporter); 1.23 needs a newer protobuf than beam allows
+    "onnxruntime==1.32.0",
 ]
 
 DEV = [

@@ -61,15 +61,23 @@ def prepare(cfg):
     from flink_job.pipeline import build_pipeline
     from model.export import load_model
     from model.features import FeatureSpec
-    from netanomaly.infra.jars import flink_kafka_connector
+    from model.registry import resolve
+    from netanomaly.infra.jars import flink_kafka_connector, flink_parquet_jars
     from netanomaly.kafka_io import ensure_topics
 
     spec = FeatureSpec.from_config(cfg.features)
-    load_model(Path(cfg.model.dir).expanduser(), expected_feature_names=spec.feature_names)
+    loaded = load_model(resolve(Path(cfg.model.dir).expanduser()), expected_feature_names=spec.feature_names)
+    if cfg.model.backend == "onnxruntime":
+        from model.scoring import Scorer
+
+        Scorer(loaded, torch_threads=1, backend="onnxruntime")  # fails now, not in a worker, if model.onnx is bad
     t = cfg.kafka.topics
     topics = [t.events, t.anomalies, t.metrics, t.dlq] + ([t.features] if cfg.stream.emit_features else [])
     ensure_topics(cfg.kafka.bootstrap_servers, topics, cfg.kafka.partitions)
-    return build_pipeline(cfg, [flink_kafka_connector()])
+    jars = [flink_kafka_connector()]
+    if cfg.stream.feature_store is not None:
+        jars += flink_parquet_jars()
+    return build_pipeline(cfg, jars, sequence_length=int(loaded.metadata.get("sequence_length", 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

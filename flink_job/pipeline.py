@@ -33,8 +33,11 @@ class Pipeline:
     inserts: list[tuple[str, str]]
     model_dir: Path
     feature_names: list[str]
+    sequence_length: int
     top_k: int
     torch_threads: int
+    backend: str
+    reload_check_s: float
     job_name: str
     jars: list[Path] = field(default_factory=list)
 
@@ -61,8 +64,13 @@ def flink_settings(cfg: JobConfig, jars: list[Path]) -> dict[str, str]:
     return settings
 
 
-def build_pipeline(cfg: JobConfig, jars: list[Path]) -> Pipeline:
-    """Describe the whole job for ``cfg``; ``jars`` must include the Kafka SQL connector."""
+def build_pipeline(cfg: JobConfig, jars: list[Path], sequence_length: int = 1) -> Pipeline:
+    """Describe the whole job for ``cfg``.
+
+    ``jars`` must include the Kafka SQL connector (and the Parquet format with a feature store);
+    ``sequence_length`` is the exported model's (from its metadata): above 1, the model sees the
+    device's last windows side by side.
+    """
     spec = FeatureSpec.from_config(cfg.features)
     top_k = min(cfg.model.top_k, len(spec.feature_names))
     ddl = [
@@ -71,7 +79,8 @@ def build_pipeline(cfg: JobConfig, jars: list[Path]) -> Pipeline:
         ("kpi_dlq", sql.dlq_ddl(cfg)),
         ("kpi_events_valid", sql.valid_view(cfg)),
         ("window_features", sql.features_view(cfg, spec)),
-        ("scored_windows", sql.scored_view(spec, top_k)),
+        *([("window_sequences", sql.sequence_view(spec, sequence_length))] if sequence_length > 1 else []),
+        ("scored_windows", sql.scored_view(spec, top_k, sequence_length)),
         ("scored_for_fleet", sql.fleet_view(spec)),
         ("kpi_anomalies", sql.anomalies_ddl(cfg)),
         ("kpi_metrics", sql.metrics_ddl(cfg)),
@@ -84,6 +93,9 @@ def build_pipeline(cfg: JobConfig, jars: list[Path]) -> Pipeline:
     if cfg.stream.emit_features:
         ddl.append(("kpi_features", sql.features_ddl(cfg, spec)))
         inserts.append(("kpi_features", sql.features_insert(spec)))
+    if cfg.stream.feature_store is not None:
+        ddl.append(("feature_store", sql.feature_store_ddl(cfg, spec)))
+        inserts.append(("feature_store", sql.feature_store_insert(spec)))
     all_jars = [*jars, *cfg.stream.jars]
     return Pipeline(
         settings=flink_settings(cfg, all_jars),
@@ -91,8 +103,11 @@ def build_pipeline(cfg: JobConfig, jars: list[Path]) -> Pipeline:
         inserts=inserts,
         model_dir=Path(cfg.model.dir).expanduser().resolve(),
         feature_names=spec.feature_names,
+        sequence_length=sequence_length,
         top_k=top_k,
         torch_threads=cfg.model.torch_threads,
+        backend=cfg.model.backend,
+        reload_check_s=cfg.model.reload_check_seconds,
         job_name=cfg.stream.job_name,
         jars=all_jars,
     )
@@ -102,7 +117,7 @@ def create_statement_set(pipeline: Pipeline):
     """A TableEnvironment with every step declared; returns ``(t_env, statement_set)``."""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    from flink_job.scoring import make_udf
+    from flink_job.scoring import make_dead_letter_udf, make_udf
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
@@ -110,8 +125,17 @@ def create_statement_set(pipeline: Pipeline):
         conf.set(key, value)
     t_env.create_temporary_function(
         "score_windows",
-        make_udf(pipeline.model_dir, pipeline.feature_names, pipeline.top_k, pipeline.torch_threads),
+        make_udf(
+            pipeline.model_dir,
+            pipeline.feature_names,
+            pipeline.sequence_length,
+            pipeline.top_k,
+            pipeline.torch_threads,
+            pipeline.backend,
+            pipeline.reload_check_s,
+        ),
     )
+    t_env.create_temporary_function("count_dead_letter", make_dead_letter_udf())
     for _, statement in pipeline.ddl:
         t_env.execute_sql(statement)
     stmt_set = t_env.create_statement_set()

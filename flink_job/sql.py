@@ -8,6 +8,7 @@ event time, lateness, and the window statistics. Python is entered once per batc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.features import FeatureSpec
 from netanomaly.config import JobConfig
@@ -240,7 +241,7 @@ def _utc(col: str) -> str:
 def dlq_insert() -> str:
     """Route every rejected event to the dead-letter topic."""
     return f"""INSERT INTO kpi_dlq
-SELECT reason, field, payload, kafka_topic, kafka_partition, kafka_offset,
+SELECT count_dead_letter(reason), field, payload, kafka_topic, kafka_partition, kafka_offset,
   {_utc("CAST(kafka_timestamp AS TIMESTAMP(3))")},
   CASE WHEN event_ms IS NULL OR event_ms <= 0 THEN CAST(NULL AS STRING)
     ELSE {_utc("CAST(event_time AS TIMESTAMP(3))")} END
@@ -280,15 +281,76 @@ FROM kpi_events_routed
 WHERE reason IS NULL"""
 
 
-def scored_view(spec: FeatureSpec, top_k: int, udf_name: str = "score_windows") -> str:
+def lagged_name(feature: str, lag: int) -> str:
+    """Column of ``feature`` ``lag`` windows back (sequence models)."""
+    return f"{feature}__lag{lag}"
+
+
+def sequence_view(spec: FeatureSpec, length: int) -> str:
+    """The last ``length`` windows of each device side by side (keyed state in Flink, via LAG).
+
+    A device's first windows are padded with its first window, as model.detectors.build_sequences does.
+    """
+    cols = []
+    for lag in range(length - 1, 0, -1):
+        for f in spec.feature_names:
+            chain = ", ".join(f"LAG({f}, {k}) OVER w" for k in range(lag, 0, -1))
+            cols.append(f"COALESCE({chain}, {f}) AS {lagged_name(f, lag)}")
+    select = ",\n  ".join(cols)
+    return f"""CREATE TEMPORARY VIEW window_sequences AS
+SELECT *,
+  {select}
+FROM window_features
+WINDOW w AS (PARTITION BY device_id ORDER BY window_time)"""
+
+
+def model_inputs(spec: FeatureSpec, length: int) -> list[str]:
+    """UDF arguments: oldest window first, each in feature-spec order."""
+    cols = [lagged_name(f, lag) for lag in range(length - 1, 0, -1) for f in spec.feature_names]
+    return cols + list(spec.feature_names)
+
+
+def scored_view(spec: FeatureSpec, top_k: int, sequence_length: int = 1, udf_name: str = "score_windows") -> str:
     """Window features with the model's verdict (one UDF call per window, batched by Arrow)."""
-    args = ", ".join(spec.feature_names)
+    args = ", ".join(model_inputs(spec, sequence_length))
+    source = "window_sequences" if sequence_length > 1 else "window_features"
     others = ", ".join(n for n in spec.feature_names if n != "event_count")
     tops = ", ".join(f"s.top{i}_feature, s.top{i}_contribution" for i in range(1, top_k + 1))
     return f"""CREATE TEMPORARY VIEW scored_windows AS
 SELECT device_id, window_start, window_end, window_time, event_count, {others},
   s.score, s.threshold, s.is_anomaly, s.model_version, {tops}
-FROM (SELECT *, {udf_name}({args}) AS s FROM window_features)"""
+FROM (SELECT *, {udf_name}({args}) AS s FROM {source})"""
+
+
+def feature_store_ddl(cfg: JobConfig, spec: FeatureSpec) -> str:
+    """The feature store: every scored window as Parquet, partitioned by the window's UTC date."""
+    assert cfg.stream.feature_store is not None
+    cols = ",\n  ".join(f"{n} DOUBLE" for n in spec.feature_names)
+    path = Path(cfg.stream.feature_store).expanduser().resolve().as_uri()
+    return f"""CREATE TEMPORARY TABLE feature_store (
+  device_id STRING,
+  window_start TIMESTAMP(3),
+  window_end TIMESTAMP(3),
+  {cols},
+  score DOUBLE,
+  threshold DOUBLE,
+  is_anomaly BOOLEAN,
+  model_version STRING,
+  dt STRING
+) PARTITIONED BY (dt) WITH (
+  'connector' = 'filesystem',
+  'path' = {lit(path)},
+  'format' = 'parquet',
+  'sink.partition-commit.policy.kind' = 'success-file'
+)"""
+
+
+def feature_store_insert(spec: FeatureSpec) -> str:
+    """Every scored window into the feature store."""
+    return f"""INSERT INTO feature_store
+SELECT device_id, window_start, window_end, {", ".join(spec.feature_names)},
+  score, threshold, is_anomaly, model_version, DATE_FORMAT(window_start, 'yyyy-MM-dd')
+FROM scored_windows"""
 
 
 def anomalies_ddl(cfg: JobConfig) -> str:

@@ -119,11 +119,12 @@ def jars() -> None:
 @jars.command("fetch")
 def jars_fetch() -> None:
     """Fetch (or find in the cache) every jar; prints where they are."""
-    from netanomaly.infra.jars import flink_kafka_connector, kafka_libs
+    from netanomaly.infra.jars import flink_kafka_connector, flink_parquet_jars, kafka_libs
 
     try:
         click.echo(f"kafka broker: {kafka_libs()}")
         click.echo(f"flink kafka connector: {flink_kafka_connector()}")
+        click.echo(f"flink parquet format: {flink_parquet_jars()[0].parent}")
     except NetAnomalyError as e:
         _fail(e)
 
@@ -320,10 +321,15 @@ def read_table(path: Path):
 @click.option(
     "--features",
     "features_path",
-    required=True,
     type=click.Path(exists=True, path_type=Path),
     help="Window features of normal history (from `netanomaly features`).",
 )
+@click.option(
+    "--feature-store",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Train from the job's Parquet feature store instead (stream.feature_store).",
+)
+@click.option("--exclude-anomalies", is_flag=True, help="With --feature-store: skip the windows the job flagged.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
 @click.option(
     "--wandb-mode",
@@ -332,18 +338,27 @@ def read_table(path: Path):
     help="W&B logging (default: online with WANDB_API_KEY set, else offline).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def train(config_path, overrides, features_path, out, wandb_mode, progress) -> None:
-    """Train the autoencoder on normal windows, calibrate the threshold, export TorchScript + metadata."""
+def train(config_path, overrides, features_path, feature_store, exclude_anomalies, out, wandb_mode, progress) -> None:
+    """Train the detector (training.detector) on normal windows, calibrate the threshold on normal
+    validation windows only, and export TorchScript + ONNX + metadata.json to --out."""
     from model.exceptions import ModelError
+    from model.feature_store import read_feature_store
     from model.features import FeatureSpec
     from model.train import train_autoencoder
 
+    if bool(features_path) == bool(feature_store):
+        raise click.UsageError("give exactly one of --features FILE or --feature-store DIR")
     try:
         cfg = _config(config_path, overrides, {"wandb.mode": wandb_mode})
-        feats = read_table(features_path)
+        spec = FeatureSpec.from_config(cfg.features)
+        if feature_store:
+            feats = read_feature_store(feature_store, spec, exclude_anomalies=exclude_anomalies)
+            click.echo(f"{len(feats)} windows from the feature store {feature_store}")
+        else:
+            feats = read_table(features_path)
         result = train_autoencoder(
             feats,
-            FeatureSpec.from_config(cfg.features),
+            spec,
             cfg.training,
             wandb_cfg=cfg.wandb,
             wandb_mode=wandb_mode,

@@ -172,19 +172,42 @@ class StreamConfig(_Frozen):
     jars: tuple[Path, ...] = Field((), description="extra jars; the Kafka connector is added itself")
     job_name: str = "network-anomaly"
     emit_features: bool = Field(False, description="also write every window's features to topics.features")
+    feature_store: Path | None = Field(
+        None, description="folder of the Parquet feature store (partitioned by dt=YYYY-MM-DD); None: off"
+    )
+
+    @model_validator(mode="after")
+    def _store_needs_checkpoints(self) -> StreamConfig:
+        if self.feature_store is not None and self.checkpoint_interval_seconds == 0:
+            raise ValueError(
+                "feature_store needs checkpointing (files are committed on checkpoints); "
+                "set checkpoint_interval_seconds > 0"
+            )
+        return self
 
 
 class ModelConfig(_Frozen):
-    """The exported model the job scores with."""
+    """The exported model the job scores with: a model folder, or a registry (its production version)."""
 
     dir: Path = Path("models/current")
     top_k: int = Field(3, ge=1, le=20)
     torch_threads: int = Field(1, ge=1)
+    reload_check_seconds: float = Field(
+        10.0, gt=0, description="with a registry as dir: how often the job checks its production pointer"
+    )
+    backend: Literal["torchscript", "onnxruntime"] = Field(
+        "torchscript", description="runtime of the scorer; onnxruntime needs the model's model.onnx"
+    )
 
 
 class TrainingConfig(_Frozen):
-    """Autoencoder training and threshold calibration."""
+    """Detector training and threshold calibration."""
 
+    detector: Literal["autoencoder", "lstm_autoencoder", "isolation_forest", "pca"] = "autoencoder"
+    sequence_length: int = Field(6, ge=2, le=48, description="lstm_autoencoder: windows per sequence")
+    n_estimators: int = Field(100, ge=1, description="isolation_forest: trees")
+    max_samples: int = Field(256, ge=2, description="isolation_forest: samples per tree")
+    pca_variance: float = Field(0.95, gt=0, lt=1, description="pca: explained variance kept")
     hidden: int = Field(32, ge=2)
     latent: int = Field(8, ge=1)
     epochs: int = Field(60, ge=1)

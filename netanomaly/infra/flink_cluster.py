@@ -44,8 +44,16 @@ def java17_home() -> str:
 class StandaloneCluster:
     """JobManager + one TaskManager on 127.0.0.1; start(), submit(), stop()."""
 
-    def __init__(self, workdir: Path, rest_port: int = 18081, rpc_port: int = 16123, slots: int = 2) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        rest_port: int = 18081,
+        rpc_port: int = 16123,
+        slots: int = 2,
+        prometheus_ports: str | None = "19250-19259",
+    ) -> None:
         self.workdir = Path(workdir)
+        self.prometheus_ports = prometheus_ports
         self.rest_port = rest_port
         self.rpc_port = rpc_port
         self.slots = slots
@@ -102,6 +110,18 @@ class StandaloneCluster:
         )
         conf["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": self.rest_port}
         conf["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
+        if self.prometheus_ports:
+            # Flink's Prometheus reporter (plugins/metrics-prometheus of the distribution): JobManager and
+            # TaskManager each take a free port of the range and serve /metrics on 127.0.0.1.
+            conf["metrics"] = {
+                "reporter": {
+                    "prom": {
+                        "factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+                        "host": "127.0.0.1",
+                        "port": self.prometheus_ports,
+                    }
+                }
+            }
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
         (self.conf_dir / "masters").write_text(f"127.0.0.1:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text("localhost\n")

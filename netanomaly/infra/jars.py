@@ -74,6 +74,15 @@ def kafka_libs(cache: Path = CACHE_DIR) -> Path:
     return _fetch("kafka-broker", cache / "jars" / f"kafka-{kafka_version()}")
 
 
+def flink_parquet_jars(cache: Path = CACHE_DIR) -> list[Path]:
+    """Jars of the Parquet format (the feature store's filesystem sink), fetched on first use."""
+    folder = _fetch("flink-parquet", cache / "jars" / f"flink-parquet-{_pom_property('flink.parquet.version')}")
+    jars = sorted(folder.glob("*.jar"))
+    if not any(j.name.startswith("flink-parquet-") for j in jars):
+        raise InfraError(f"no flink-parquet jar in {folder}; delete the folder and retry")
+    return jars
+
+
 def flink_kafka_connector(cache: Path = CACHE_DIR) -> Path:
     """Path of the shaded Flink Kafka SQL connector jar (fetched on first use)."""
     folder = _fetch("flink-kafka", cache / "jars" / f"flink-sql-connector-kafka-{connector_version()}")
