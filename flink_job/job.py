@@ -94,12 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except (NetAnomalyError, ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = submit(pipeline)
-    client = result.get_job_client()
-    if client is not None:
-        log.info("submitted job %s (%s)", client.get_job_id(), pipeline.job_name)
+    client = submit(pipeline)
+    log.info("submitted job %s (%s)", client.get_job_id(), pipeline.job_name)
     if args.wait:
-        result.wait()
+        client.get_job_execution_result().result()
     return 0
 
 

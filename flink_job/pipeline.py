@@ -75,12 +75,14 @@ def build_pipeline(cfg: JobConfig, jars: list[Path], sequence_length: int = 1) -
     top_k = min(cfg.model.top_k, len(spec.feature_names))
     ddl = [
         ("kpi_events_raw", sql.source_ddl(cfg)),
-        ("kpi_events_routed", sql.routed_view(cfg)),
+        ("kpi_events_routed_udf", sql.routed_view(cfg)),
+        ("kpi_events_routed", BARRIER),
         ("kpi_dlq", sql.dlq_ddl(cfg)),
         ("kpi_events_valid", sql.valid_view(cfg)),
         ("window_features", sql.features_view(cfg, spec)),
         *([("window_sequences", sql.sequence_view(spec, sequence_length))] if sequence_length > 1 else []),
-        ("scored_windows", sql.scored_view(spec, top_k, sequence_length)),
+        ("scored_windows_udf", sql.scored_view(spec, top_k, sequence_length)),
+        ("scored_windows", BARRIER),
         ("scored_for_fleet", sql.fleet_view(spec)),
         ("kpi_anomalies", sql.anomalies_ddl(cfg)),
         ("kpi_metrics", sql.metrics_ddl(cfg)),
@@ -113,16 +115,34 @@ def build_pipeline(cfg: JobConfig, jars: list[Path], sequence_length: int = 1) -
     )
 
 
+BARRIER = "-- materialize: Table -> DataStream -> Table"
+
+
 def create_statement_set(pipeline: Pipeline):
-    """A TableEnvironment with every step declared; returns ``(t_env, statement_set)``."""
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+    """A StreamTableEnvironment with every step declared; returns ``(env, t_env, statement_set)``.
+
+    Two steps cross a Table -> DataStream -> Table boundary (JVM only, no Python), so that each is
+    computed once for all the branches that consume it:
+    * the routed events: otherwise the dead-letter branch and the window branch each get their own
+      Kafka source, with their own watermarks, so an event near the lateness edge could be judged
+      late in one and on time in the other (lost or counted twice);
+    * the scored windows: otherwise the optimizer pushes each branch's projection into the Python
+      calc and runs the model once per consuming branch (EXPLAIN showed two score_windows operators),
+      doubling the work and letting the branches score a window with different models in a hot swap.
+    """
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import Schema, StreamTableEnvironment
 
     from flink_job.scoring import make_dead_letter_udf, make_udf
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    conf = t_env.get_config()
+    config = Configuration()
     for key, value in pipeline.settings.items():
-        conf.set(key, value)
+        config.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    t_env = StreamTableEnvironment.create(env)
+    for key, value in pipeline.settings.items():
+        t_env.get_config().set(key, value)
     t_env.create_temporary_function(
         "score_windows",
         make_udf(
@@ -136,18 +156,26 @@ def create_statement_set(pipeline: Pipeline):
         ),
     )
     t_env.create_temporary_function("count_dead_letter", make_dead_letter_udf())
-    for _, statement in pipeline.ddl:
-        t_env.execute_sql(statement)
+    for name, statement in pipeline.ddl:
+        if statement == BARRIER:
+            stream = t_env.to_data_stream(t_env.from_path(f"{name}_udf"))
+            schema = (
+                Schema.new_builder()
+                .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+                .watermark("rowtime", "SOURCE_WATERMARK()")
+                .build()
+            )
+            t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))  # + column rowtime
+        else:
+            t_env.execute_sql(statement)
     stmt_set = t_env.create_statement_set()
     for _, statement in pipeline.inserts:
         stmt_set.add_insert_sql(statement)
-    return t_env, stmt_set
+    stmt_set.attach_as_datastream()
+    return env, t_env, stmt_set
 
 
-def submit(pipeline: Pipeline, wait: bool = False):
-    """Submit the job; returns its TableResult (``wait`` blocks until a bounded job ends)."""
-    _, stmt_set = create_statement_set(pipeline)
-    result = stmt_set.execute()
-    if wait:
-        result.wait()
-    return result
+def submit(pipeline: Pipeline):
+    """Submit the job (returns at once); the JobClient of the running job."""
+    env, _, _ = create_statement_set(pipeline)
+    return env.execute_async(pipeline.job_name)

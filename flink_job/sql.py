@@ -196,7 +196,7 @@ def routed_view(cfg: JobConfig) -> str:
         f"CURRENT_WATERMARK(event_time) IS NOT NULL AND "
         f"TO_TIMESTAMP_LTZ({window_end_ms} - 1, 3) <= CURRENT_WATERMARK(event_time)"
     )
-    return f"""CREATE TEMPORARY VIEW kpi_events_routed AS
+    return f"""CREATE TEMPORARY VIEW kpi_events_routed_udf AS
 SELECT
   payload, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, event_time, event_ms,
   {_value("device_id")} AS device_id,
@@ -276,7 +276,7 @@ GROUP BY device_id, window_start, window_end, window_time"""
 def valid_view(cfg: JobConfig) -> str:
     """Events that passed validation and are on time."""
     return f"""CREATE TEMPORARY VIEW kpi_events_valid AS
-SELECT device_id, event_time, {", ".join(cfg.features.kpis)}
+SELECT device_id, rowtime AS event_time, {", ".join(cfg.features.kpis)}
 FROM kpi_events_routed
 WHERE reason IS NULL"""
 
@@ -316,7 +316,7 @@ def scored_view(spec: FeatureSpec, top_k: int, sequence_length: int = 1, udf_nam
     source = "window_sequences" if sequence_length > 1 else "window_features"
     others = ", ".join(n for n in spec.feature_names if n != "event_count")
     tops = ", ".join(f"s.top{i}_feature, s.top{i}_contribution" for i in range(1, top_k + 1))
-    return f"""CREATE TEMPORARY VIEW scored_windows AS
+    return f"""CREATE TEMPORARY VIEW scored_windows_udf AS
 SELECT device_id, window_start, window_end, window_time, event_count, {others},
   s.score, s.threshold, s.is_anomaly, s.model_version, {tops}
 FROM (SELECT *, {udf_name}({args}) AS s FROM {source})"""
@@ -414,7 +414,7 @@ def fleet_view(spec: FeatureSpec) -> str:
     """Scored windows re-timed by their window time, for the fleet aggregate."""
     cols = ", ".join(n for n in spec.feature_names if n != "event_count")
     return f"""CREATE TEMPORARY VIEW scored_for_fleet AS
-SELECT window_time, device_id, event_count, score, threshold, is_anomaly, model_version, {cols}
+SELECT rowtime, device_id, event_count, score, threshold, is_anomaly, model_version, {cols}
 FROM scored_windows"""
 
 
@@ -428,7 +428,7 @@ SELECT {_utc("window_start")}, {_utc("window_end")},
   AVG(score), MAX(score), MAX(threshold), MAX(model_version),
   {_kpi_map(spec, "mean", "AVG")},
   {_kpi_map(spec, "max", "MAX")}
-FROM TABLE(TUMBLE(TABLE scored_for_fleet, DESCRIPTOR(window_time), {interval(spec.window_seconds)}))
+FROM TABLE(TUMBLE(TABLE scored_for_fleet, DESCRIPTOR(rowtime), {interval(spec.window_seconds)}))
 GROUP BY window_start, window_end"""
 
 

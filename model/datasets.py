@@ -139,9 +139,7 @@ def load_asd_entity(entity: str, root: str | os.PathLike[str] | None = None) -> 
     )
 
 
-def load_asd(
-    entities: Sequence[str] | None = None, root: str | os.PathLike[str] | None = None
-) -> list[LabelledEntity]:
+def load_asd(entities: Sequence[str] | None = None, root: str | os.PathLike[str] | None = None) -> list[LabelledEntity]:
     """Several ASD servers (default: all 12)."""
     names = list(entities) if entities else list(ASD_ENTITIES)
     unknown = [e for e in names if e not in ASD_ENTITIES]

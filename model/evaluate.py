@@ -391,8 +391,21 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def summary_table(summary: dict, metrics: Sequence[str] | None = None, markdown: bool = False) -> str:
     """The mean metrics per detector as a text (or Markdown) table."""
-    metrics = list(metrics or ("auroc", "auprc", "f1", "event_recall", "median_time_to_detect_s", "hitrate@100",
-                               "hitrate@150", "best_f1_optimistic", "point_adjusted_f1", "fit_seconds"))
+    metrics = list(
+        metrics
+        or (
+            "auroc",
+            "auprc",
+            "f1",
+            "event_recall",
+            "median_time_to_detect_s",
+            "hitrate@100",
+            "hitrate@150",
+            "best_f1_optimistic",
+            "point_adjusted_f1",
+            "fit_seconds",
+        )
+    )
     means = summary["mean"]
     metrics = [m for m in metrics if any(means[d].get(m) is not None for d in means)]
     header = ["detector", *metrics]

@@ -43,7 +43,7 @@ def auprc(labels: Sequence | np.ndarray, scores: Sequence | np.ndarray) -> float
 
 
 def precision_recall_f1(labels: Sequence | np.ndarray, flags: Sequence | np.ndarray) -> dict[str, float]:
-    """Point-wise precision, recall and F1 of boolean ``flags``; 0 where the ratio is 0/0 (NaN recall without positives)."""
+    """Point-wise precision, recall and F1 of boolean ``flags`` (0 for 0/0; recall NaN without positives)."""
     y, f = _arrays(labels, np.asarray(flags, dtype=bool))
     f = f.astype(bool)
     tp = int(np.sum(f & (y == 1)))
@@ -55,7 +55,9 @@ def precision_recall_f1(labels: Sequence | np.ndarray, flags: Sequence | np.ndar
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
-def prf_at_threshold(labels: Sequence | np.ndarray, scores: Sequence | np.ndarray, threshold: float) -> dict[str, float]:
+def prf_at_threshold(
+    labels: Sequence | np.ndarray, scores: Sequence | np.ndarray, threshold: float
+) -> dict[str, float]:
     """Precision/recall/F1 of flagging ``score > threshold``."""
     y, s = _arrays(labels, scores)
     return precision_recall_f1(y, s > threshold)

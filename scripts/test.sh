@@ -5,6 +5,16 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 venv="$(bash scripts/bootstrap.sh)" || { echo "test: install failed" >&2; exit 1; }
+# The Prometheus scrape test needs a real Prometheus server: Debian's package.
+if ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing Debian's prometheus package" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null \
+      || { echo "test: could not install prometheus" >&2; exit 1; }
+  else
+    echo "test: install Prometheus (e.g. apt-get install prometheus) to run the scrape test" >&2; exit 1
+  fi
+fi
 port="${TEST_KAFKA_PORT:-19092}"
 cport="${TEST_KAFKA_CONTROLLER_PORT:-19093}"
 data="${TEST_KAFKA_DIR:-$HOME/.cache/network-anomaly/test-kafka}"

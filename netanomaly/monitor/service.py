@@ -126,6 +126,7 @@ class MonitorService:
     def run(self, stop_event: threading.Event | None = None, max_seconds: float | None = None) -> dict[str, Any]:
         """Consume until stopped (see the module docstring); returns :meth:`stats`."""
         from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
 
         from netanomaly.kafka_io import ensure_topics, json_producer
 
@@ -138,15 +139,19 @@ class MonitorService:
             ensure_topics(cfg.bootstrap_servers, [t.alerts, t.drift, t.retrain], partitions=cfg.partitions)
         except Exception as e:
             raise MonitorError(f"cannot create the output topics on {cfg.bootstrap_servers}: {e}") from e
-        self._producer = json_producer(cfg.bootstrap_servers, acks=1, max_block_ms=10_000)
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            group_id=cfg.group_id,
-            client_id="netanomaly-monitor",
-            enable_auto_commit=False,
-            auto_offset_reset=cfg.auto_offset_reset,
-            max_poll_records=cfg.max_poll_records,
-        )
+        try:
+            self._producer = json_producer(cfg.bootstrap_servers, acks=1, max_block_ms=10_000)
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=cfg.bootstrap_servers,
+                group_id=cfg.group_id,
+                client_id="netanomaly-monitor",
+                enable_auto_commit=False,
+                auto_offset_reset=cfg.auto_offset_reset,
+                max_poll_records=cfg.max_poll_records,
+            )
+        except KafkaError as e:
+            self._shutdown()
+            raise MonitorError(f"cannot reach Kafka at {cfg.bootstrap_servers} ({e}); is it running?") from e
         self.reporter.start()
         self.webhook.start()
         missing_logged: set[str] = set()

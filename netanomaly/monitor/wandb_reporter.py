@@ -77,7 +77,9 @@ class WandbReporter:
         self.mode = mode or cfg.resolved_mode()
         self.run_config = run_config or {}
         self._module = wandb_module
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter(
+            dict.fromkeys(("submitted", "dropped", "skipped", "rows", "tables", "alerts", "runs", "errors"), 0)
+        )
         self.run_dirs: list[Path] = []
         self.disabled_reason: str | None = "wandb.mode is disabled" if self.mode == "disabled" else None
         self._q: queue.Queue[Any] = queue.Queue(maxsize=cfg.queue_size)

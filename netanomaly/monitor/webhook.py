@@ -66,7 +66,9 @@ class WebhookNotifier:
     def __init__(self, cfg: WebhookConfig) -> None:
         self.cfg = cfg
         self.url = str(cfg.url) if cfg.url is not None else None
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter(
+            dict.fromkeys(("submitted", "sent", "failed", "retries", "dropped", "skipped"), 0)
+        )
         self._q: queue.Queue[Any] = queue.Queue(maxsize=cfg.queue_size)
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None

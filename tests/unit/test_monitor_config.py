@@ -53,7 +53,11 @@ def test_rules_can_be_replaced_from_yaml(tmp_path: Path):
         ("kafka:\n  topicz: {}\n", "kafka.topicz", "unknown key"),
         ("drift:\n  horizon: 3\n", "drift.horizon", "unknown key"),
         ("rules:\n  - {name: a, type: kpi_trend, kpi: latency_ms, spam: 1}\n", "rules.0.spam", "unknown key"),
-        ("rules:\n  - {name: a, type: score_over_threshold, cooldown_s: -5}\n", "rules.0.cooldown_s", "greater than or equal to 0"),
+        (
+            "rules:\n  - {name: a, type: score_over_threshold, cooldown_s: -5}\n",
+            "rules.0.cooldown_s",
+            "greater than or equal to 0",
+        ),
         ("rules:\n  - {name: a, type: nope}\n", "rules.0", "unknown rule type"),
         ("rules:\n  - {name: a}\n", "rules.0", "needs a type"),
         ("rules:\n  - {name: a, type: anomaly_spike}\n  - {name: a, type: anomaly_spike}\n", "rules", "unique"),

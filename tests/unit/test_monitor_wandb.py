@@ -110,9 +110,10 @@ def test_rolls_over_to_a_new_run_per_day_of_event_time(monkeypatch):
     r.submit_metrics(metrics(140))  # out of order: goes to the current run
     r.stop(60)
     assert r.stats["runs"] == 2 and len(r.run_dirs) == 2
-    names = [next(x["run"]["display_name"] for x in leet(d) if x["type"] == "run") for d in r.run_dirs]
+    logs = [leet(d) for d in r.run_dirs]
+    names = [next(x["run"]["display_name"] for x in records if x["type"] == "run") for records in logs]
     assert names == ["monitor-2026-01-05", "monitor-2026-01-06"]
-    rows = [[x["history"]["item"]["event_time"] for x in leet(d) if x["type"] == "history"] for d in r.run_dirs]
+    rows = [[x["history"]["item"]["event_time"] for x in records if x["type"] == "history"] for records in logs]
     assert rows == [[late_t := 1_767_571_200 + 143 * 600], [late_t + 600, late_t - 3 * 600]]
 
 

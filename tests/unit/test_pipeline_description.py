@@ -25,10 +25,12 @@ def test_steps_and_settings_follow_config(tmp_path: Path):
     p = build_pipeline(cfg, [jar])
     assert [n for n, _ in p.ddl] == [
         "kpi_events_raw",
+        "kpi_events_routed_udf",
         "kpi_events_routed",
         "kpi_dlq",
         "kpi_events_valid",
         "window_features",
+        "scored_windows_udf",
         "scored_windows",
         "scored_for_fleet",
         "kpi_anomalies",
@@ -53,10 +55,20 @@ def test_feature_columns_in_spec_order():
     cfg = load_config(None, {"features.kpis": ["a", "b"], "features.bounds": {}, "features.stats": ["max", "mean"]})
     p = build_pipeline(cfg, [])
     assert p.feature_names == ["event_count", "a__max", "a__mean", "b__max", "b__mean"]
-    scored = dict(p.ddl)["scored_windows"]
+    scored = dict(p.ddl)["scored_windows_udf"]
     assert "score_windows(event_count, a__max, a__mean, b__max, b__mean)" in scored
 
 
 def test_interval_literal():
     assert interval(600) == "INTERVAL '0 00:10:00' DAY TO SECOND"
     assert interval(90061) == "INTERVAL '1 01:01:01' DAY TO SECOND"
+
+
+def test_sequence_models_get_lagged_inputs_oldest_first():
+    cfg = load_config(None, {"features.kpis": ["a"], "features.bounds": {}, "features.stats": ["mean"],
+                             "features.include_count": False})
+    p = build_pipeline(cfg, [], sequence_length=3)
+    ddl = dict(p.ddl)
+    assert "LAG(a__mean, 2) OVER w, LAG(a__mean, 1) OVER w, a__mean) AS a__mean__lag2" in ddl["window_sequences"]
+    assert "score_windows(a__mean__lag2, a__mean__lag1, a__mean)" in ddl["scored_windows_udf"]
+    assert p.sequence_length == 3
