@@ -54,8 +54,12 @@ class ScoreWindows(ScalarFunction):
         self._group = group
         self._windows = group.counter("windows_scored")
         self._anomalies = group.counter("anomalies_detected")
-        self._reloads = group.counter("model_reloads")
-        self._reload_failures = group.counter("model_reload_failures")
+        # gauges, not counters: PyFlink reports a counter only once it changed, and a dashboard should
+        # show 0 reloads rather than no data
+        self._reload_count = 0
+        self._reload_failure_count = 0
+        group.gauge("model_reloads", lambda: self._reload_count)
+        group.gauge("model_reload_failures", lambda: self._reload_failure_count)
         self._batch_ms = 0.0
         self._batch_windows = 0
         group.gauge("scoring_batch_ms", lambda: int(self._batch_ms))
@@ -115,10 +119,10 @@ class ScoreWindows(ScalarFunction):
             path = self._resolve()
             if path.name != self._version:
                 self._load(path)
-                self._reloads.inc()
+                self._reload_count += 1
                 logging.getLogger("netanomaly.scoring").warning("now scoring with model %s", self._version)
         except ModelError as e:  # a bad promotion must not stop scoring: keep the current model
-            self._reload_failures.inc()
+            self._reload_failure_count += 1
             logging.getLogger("netanomaly.scoring").error("keeping model %s: %s", self._version, e)
 
     def eval(self, *columns):

@@ -104,7 +104,7 @@ def plot_timeline(
     if positive.size and positive.max() / max(positive.min(), 1e-300) > 100:
         ax.set_yscale("log")
     ax.set(xlabel="window start (UTC)", ylabel="anomaly score", title=title)
-    ax.legend(loc="upper left", fontsize=8, ncol=4)
+    ax.legend(loc="best", fontsize=8, ncol=2, framealpha=0.9)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     return _save(fig, path, dpi)
@@ -178,6 +178,8 @@ def plot_metric_bars(
     x = np.arange(len(rows))
     for j, d in enumerate(detectors):
         ax.bar(x + (j - (len(detectors) - 1) / 2) * width, mat[:, j], width, label=d)
+    if metric.upper() == "AUROC":
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
     ax.set_xticks(x, rows, rotation=60, ha="right", fontsize=7)
     ax.set(ylabel=metric, title=title)
     ax.set_ylim(0, 1.0)

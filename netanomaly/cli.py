@@ -395,7 +395,7 @@ def score(config_path, overrides, model_dir, features_path, out) -> None:
 
     try:
         cfg = _config(config_path, overrides)
-        scores = score_features(read_table(features_path), model_dir, top_k=cfg.model.top_k)
+        scores = score_features(read_table(features_path), model_dir, top_k=cfg.model.top_k, backend=cfg.model.backend)
     except (NetAnomalyError, ModelError) as e:
         _fail(e)
     if out.suffix == ".jsonl":
@@ -531,6 +531,18 @@ def demo(config_path, overrides, devices, history, live, anomalies, rate, workdi
     except NetAnomalyError as e:
         _fail(e)
 
+
+def _add_commands() -> None:
+    """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from netanomaly.eval_commands import datasets, evaluate
+    from netanomaly.monitor.cli import monitor
+    from netanomaly.report import report
+
+    for command in (datasets, evaluate, monitor, report):
+        main.add_command(command)
+
+
+_add_commands()
 
 if __name__ == "__main__":
     main()

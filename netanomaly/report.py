@@ -419,6 +419,8 @@ def plot_anomaly_rate(metrics: pd.DataFrame, path: Path, *, title: str | None = 
 
 def _log_bins(values: np.ndarray, extra: Sequence[float] = (), n: int = 60) -> np.ndarray:
     v = np.concatenate([values[np.isfinite(values) & (values > 0)], [e for e in extra if e and e > 0]])
+    if not v.size:
+        raise ReportError("no positive, finite scores to draw on a log axis")
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
         lo, hi = lo / 2, hi * 2

@@ -97,6 +97,18 @@ def _num(rec: dict[str, Any], name: str) -> float:
     return float(v)
 
 
+def top_features_text(tops: Any) -> str:
+    """``latency_ms__max 61%, jitter_ms__std 20%`` from a record's top_features (bad entries skipped)."""
+    if not isinstance(tops, list):
+        return ""
+    parts = []
+    for t in tops:
+        c = t.get("contribution") if isinstance(t, dict) else None
+        if isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c):
+            parts.append(f"{t.get('feature')} {100 * c:.0f}%")
+    return ", ".join(parts)
+
+
 def _short(ms: int) -> str:
     return iso_ms(ms)[:16].replace("T", " ") + "Z"
 
@@ -160,9 +172,7 @@ class _ScoreRule:
         if not score > limit:
             return []
         tops = rec.get("top_features") or []
-        top_text = ", ".join(
-            f"{t.get('feature')} {100 * float(t.get('contribution', 0)):.0f}%" for t in tops if isinstance(t, dict)
-        )
+        top_text = top_features_text(tops)
         factor = "" if self.cfg.factor == 1.0 else f" x {self.cfg.factor:g}"
         msg = f"{device}: score {score:.4g} over {limit:.4g} (threshold {base:.4g}{factor}) in {_span(start, end)}"
         if top_text:

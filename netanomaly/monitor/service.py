@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class MonitorService:
         *,
         reporter: WandbReporter | None = None,
         webhook: WebhookNotifier | None = None,
-        clock: Any = utc_now_iso,
+        clock: Callable[[], str] = utc_now_iso,
     ) -> None:
         self.cfg = cfg
         self.baseline = baseline
@@ -305,6 +305,9 @@ class MonitorService:
                 alerts = []
         except InvalidRecord as e:
             self._bad(self.invalid, kind, tp, m, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - an unforeseen record shape must not stop the monitor
+            self._bad(self.invalid, kind, tp, m, f"unexpected {type(e).__name__}: {e}")
             return
         for a in alerts:
             self._emit_alert(a)

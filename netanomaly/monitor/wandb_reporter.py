@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from netanomaly.monitor.config import MonitorWandb
+from netanomaly.monitor.rules import top_features_text
 from netanomaly.monitor.timeutil import iso_ms, parse_ms
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ _LEVELS = {"info": "INFO", "warning": "WARN", "critical": "ERROR"}
 _MAX_ERRORS = 5  # consecutive logging errors before the reporter gives up
 ANOMALY_COLUMNS = ["device_id", "window_start", "window_end", "score", "threshold", "top_features", "model_version"]
 ALERT_COLUMNS = ["window_start", "severity", "rule", "key", "value", "threshold", "message", "alert_id"]
-
-
-def _top_text(tops: Any) -> str:
-    if not isinstance(tops, list):
-        return ""
-    return ", ".join(
-        f"{t.get('feature')} {100 * float(t.get('contribution') or 0):.0f}%" for t in tops if isinstance(t, dict)
-    )
 
 
 class WandbReporter:
@@ -272,7 +265,7 @@ class WandbReporter:
                     rec.get("window_end"),
                     rec.get("score"),
                     rec.get("threshold"),
-                    _top_text(rec.get("top_features")),
+                    top_features_text(rec.get("top_features")),
                     rec.get("model_version"),
                 ]
             )

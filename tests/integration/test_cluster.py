@@ -53,9 +53,15 @@ def _start_prometheus(workdir: Path) -> subprocess.Popen:
     )
     log = open(workdir / "prometheus.log", "wb")
     return subprocess.Popen(
-        [binary, f"--config.file={conf}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            binary,
+            f"--config.file={conf}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{PROM_PORT}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -77,8 +83,9 @@ def test_flink_run_on_standalone_cluster_scraped_by_prometheus(kafka_bootstrap, 
 
     topics = unique_topics("cluster")
     cfg = job_config(kafka_bootstrap, trained_model, topics, stream__parallelism=2)
-    spec = sim.SimulationSpec(devices=4, duration_s=3 * 3600, anomalies=2, seed=5,
-                              window_seconds=cfg.features.window_seconds)
+    spec = sim.SimulationSpec(
+        devices=4, duration_s=3 * 3600, anomalies=2, seed=5, window_seconds=cfg.features.window_seconds
+    )
     events = list(sim.generate_events(spec))
     ensure_topics(kafka_bootstrap, [cfg.kafka.topics.events])
     producer = json_producer(kafka_bootstrap)
@@ -94,8 +101,9 @@ def test_flink_run_on_standalone_cluster_scraped_by_prometheus(kafka_bootstrap, 
     cluster = StandaloneCluster(tmp_path / "flink", prometheus_ports=f"{REPORTER_PORTS[0]}-{REPORTER_PORTS[-1]}")
     try:
         cluster.start()
-        job_id = cluster.run_python_job(repo_root() / "flink_job" / "job.py", ["--config", str(conf)],
-                                        jars=[flink_kafka_connector()])
+        job_id = cluster.run_python_job(
+            repo_root() / "flink_job" / "job.py", ["--config", str(conf)], jars=[flink_kafka_connector()]
+        )
         # windows close as the watermark advances through the stream: fleet records arrive while it runs
         metrics = consume(kafka_bootstrap, cfg.kafka.topics.metrics, until=lambda r: len(r) >= 10, timeout_s=240)
         assert len(metrics) >= 10, f"cluster logs:\n{cluster.logs()}"
@@ -108,7 +116,9 @@ def test_flink_run_on_standalone_cluster_scraped_by_prometheus(kafka_bootstrap, 
         names: set[str] = set()
         while time.monotonic() < deadline:
             names = set(_prom_get("/api/v1/label/__name__/values")["data"])
-            dead = _prom_get("/api/v1/query", query="sum by (reason) (flink_taskmanager_job_task_operator_reason_dead_letters)")
+            dead = _prom_get(
+                "/api/v1/query", query="sum by (reason) (flink_taskmanager_job_task_operator_reason_dead_letters)"
+            )
             by_reason = {r["metric"]["reason"]: float(r["value"][1]) for r in dead["data"]["result"]}
             if wanted <= names and sum(by_reason.values()) >= len(MALFORMED):
                 break
@@ -123,7 +133,8 @@ def test_flink_run_on_standalone_cluster_scraped_by_prometheus(kafka_bootstrap, 
         active = _prom_get("/api/v1/query", query="flink_taskmanager_job_task_operator_model_version_model_active == 1")
         meta = json.loads((trained_model / "metadata.json").read_text())
         assert {r["metric"]["model_version"] for r in active["data"]["result"]} == {
-            meta["model_version"].replace("-", "_")}
+            meta["model_version"].replace("-", "_")
+        }
 
         # Grafana cannot run here: every panel's query must name a metric the real scrape exposes
         missing = _dashboard_metric_names() - names

@@ -74,3 +74,55 @@ def test_train_from_feature_store_and_rescore(kafka_bootstrap, trained_model, tm
     np.testing.assert_allclose(both["score_job"], both["score_offline"], rtol=1e-5, atol=1e-9)
     assert (both["is_anomaly_job"] == both["is_anomaly_offline"]).all()
     assert set(both["model_version_job"]) == set(both["model_version_offline"]) == {read_model_version(model_b)}
+
+
+def test_sequence_model_on_onnxruntime_scores_like_offline(kafka_bootstrap, tmp_path):
+    """An LSTM autoencoder over the last windows (LAG in Flink SQL) on ONNX Runtime in the job equals the
+    offline TorchScript scores of the same windows, built into sequences by model.detectors.build_sequences."""
+    from model.features import compute_window_features
+    from netanomaly import simulate as sim
+    from netanomaly.config import JobConfig
+    from tests.integration.conftest import simulated_frame
+
+    base = JobConfig()
+    spec = FeatureSpec.from_config(base.features)
+    hist = sim.SimulationSpec(devices=6, duration_s=2 * 86400, seed=31, window_seconds=spec.window_seconds)
+    model = tmp_path / "lstm"
+    cfg_train = base.training.model_copy(update={"detector": "lstm_autoencoder", "sequence_length": 4, "epochs": 15})
+    train_autoencoder(
+        compute_window_features(simulated_frame(hist), spec),
+        spec,
+        cfg_train,
+        wandb_mode="disabled",
+        progress=False,
+        out_dir=model,
+    )
+
+    topics = unique_topics("lstm")
+    store = tmp_path / "store"
+    cfg = job_config(
+        kafka_bootstrap,
+        model,
+        topics,
+        kafka__bounded=True,
+        stream__feature_store=str(store),
+        model__backend="onnxruntime",
+    )
+    live = sim.SimulationSpec(devices=5, duration_s=10 * 3600, anomalies=2, seed=32, window_seconds=spec.window_seconds)
+    ensure_topics(kafka_bootstrap, [cfg.kafka.topics.events])
+    producer = json_producer(kafka_bootstrap)
+    for ev in sim.generate_events(live):
+        producer.send(cfg.kafka.topics.events, key=ev["device_id"], value=ev)
+    producer.flush()
+    producer.close()
+    run_bounded(cfg, tmp_path / "job")
+
+    online = read_feature_store(store, spec)
+    assert len(online) == len(compute_window_features(simulated_frame(live), spec))
+    offline = score_features(online, model, top_k=3, backend="torchscript")
+    offline["window_start"] = pd.to_datetime(offline["window_start"], utc=True)
+    both = online.merge(offline, on=["device_id", "window_start"], suffixes=("_job", "_offline"), validate="1:1")
+    assert len(both) == len(online)
+    np.testing.assert_allclose(both["score_job"], both["score_offline"], rtol=1e-4, atol=1e-7)
+    assert set(both["model_version_job"]) == {read_model_version(model)}
+    assert read_model_version(model).startswith("lstm-")

@@ -46,16 +46,30 @@ def test_hot_swap_mid_stream_loses_and_repeats_no_window(kafka_bootstrap, traine
     registry.promote(reg, v_a)
     other = sim.SimulationSpec(devices=6, duration_s=2 * 86400, seed=99, window_seconds=spec.window_seconds)
     model_b = tmp_path / "model-b"
-    train_autoencoder(compute_window_features(simulated_frame(other), spec), spec, JobConfig().training.model_copy(
-        update={"seed": 3}), wandb_mode="disabled", progress=False, out_dir=model_b)
+    train_autoencoder(
+        compute_window_features(simulated_frame(other), spec),
+        spec,
+        JobConfig().training.model_copy(update={"seed": 3}),
+        wandb_mode="disabled",
+        progress=False,
+        out_dir=model_b,
+    )
     v_b = registry.register(reg, model_b)
     assert v_a != v_b
 
     store = tmp_path / "store"
     topics = unique_topics("swap")
-    cfg = job_config(kafka_bootstrap, reg, topics, model__reload_check_seconds=1, stream__feature_store=str(store),
-                     stream__checkpoint_interval_seconds=2, stream__emit_features=True,
-                     stream__watermark_delay_seconds=0, stream__idle_timeout_seconds=0)
+    cfg = job_config(
+        kafka_bootstrap,
+        reg,
+        topics,
+        model__reload_check_seconds=1,
+        stream__feature_store=str(store),
+        stream__checkpoint_interval_seconds=2,
+        stream__emit_features=True,
+        stream__watermark_delay_seconds=0,
+        stream__idle_timeout_seconds=0,
+    )
     live = sim.SimulationSpec(devices=6, duration_s=12 * 3600, seed=8, window_seconds=spec.window_seconds)
     events = list(sim.generate_events(live, []))
     half = len(events) // 2
@@ -64,13 +78,25 @@ def test_hot_swap_mid_stream_loses_and_repeats_no_window(kafka_bootstrap, traine
 
     with JobProcess(cfg, tmp_path / "job") as job:
         _produce(kafka_bootstrap, t.events, events[:half])
-        _wait_for(lambda: consume(kafka_bootstrap, t.metrics, until=lambda r: len(r) >= 20, timeout_s=5)[19:],
-                  240, "windows of the first half", job.log_tail)
+        _wait_for(
+            lambda: consume(kafka_bootstrap, t.metrics, until=lambda r: len(r) >= 20, timeout_s=5)[19:],
+            240,
+            "windows of the first half",
+            job.log_tail,
+        )
         registry.promote(reg, v_b)
         _produce(kafka_bootstrap, t.events, events[half:])
-        _wait_for(lambda: any(m["model_version"] == v_b for m in consume(
-            kafka_bootstrap, t.metrics, until=lambda r: any(x["model_version"] == v_b for x in r), timeout_s=5)),
-            120, "windows scored by the promoted model", job.log_tail)
+        _wait_for(
+            lambda: any(
+                m["model_version"] == v_b
+                for m in consume(
+                    kafka_bootstrap, t.metrics, until=lambda r: any(x["model_version"] == v_b for x in r), timeout_s=5
+                )
+            ),
+            120,
+            "windows scored by the promoted model",
+            job.log_tail,
+        )
         emitted = _wait_for(lambda: _settled(kafka_bootstrap, t.features), 120, "all windows", job.log_tail)
 
         def store_complete():

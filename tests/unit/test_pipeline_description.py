@@ -65,8 +65,10 @@ def test_interval_literal():
 
 
 def test_sequence_models_get_lagged_inputs_oldest_first():
-    cfg = load_config(None, {"features.kpis": ["a"], "features.bounds": {}, "features.stats": ["mean"],
-                             "features.include_count": False})
+    cfg = load_config(
+        None,
+        {"features.kpis": ["a"], "features.bounds": {}, "features.stats": ["mean"], "features.include_count": False},
+    )
     p = build_pipeline(cfg, [], sequence_length=3)
     ddl = dict(p.ddl)
     assert "LAG(a__mean, 2) OVER w, LAG(a__mean, 1) OVER w, a__mean) AS a__mean__lag2" in ddl["window_sequences"]

@@ -28,9 +28,14 @@ def test_retrain_promotes_only_a_better_challenger(tmp_path):
     # a deliberately poor champion: trained on a tiny, different fleet for 1 epoch
     weak = sim.SimulationSpec(devices=2, duration_s=86400, seed=5, window_seconds=spec.window_seconds)
     poor = tmp_path / "poor"
-    train_autoencoder(compute_window_features(simulated_frame(weak), spec), spec,
-                      cfg.training.model_copy(update={"epochs": 1}), wandb_mode="disabled", progress=False,
-                      out_dir=poor)
+    train_autoencoder(
+        compute_window_features(simulated_frame(weak), spec),
+        spec,
+        cfg.training.model_copy(update={"epochs": 1}),
+        wandb_mode="disabled",
+        progress=False,
+        out_dir=poor,
+    )
     registry.promote(reg, registry.register(reg, poor))
 
     first = retrain(store, reg, spec, cfg.training)
