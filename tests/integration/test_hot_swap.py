@@ -12,7 +12,7 @@ from model.feature_store import FeatureStoreError, read_feature_store
 from model.features import FeatureSpec, compute_window_features
 from model.train import train_autoencoder
 from netanomaly.config import JobConfig
-from netanomaly.kafka_io import consume, ensure_topics, json_producer
+from netanomaly.kafka_io import consume, ensure_topics, json_producer, read_topic
 from netanomaly.local_job import JobProcess
 from tests.integration.conftest import job_config, simulated_frame, unique_topics
 
@@ -28,10 +28,11 @@ def _produce(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 
 def _wait_for(predicate, timeout_s: float, what: str, log=lambda: ""):
+    """Poll ``predicate`` until it returns something other than None."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
-        if value:
+        if value is not None:
             return value
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}\n{log()}")
@@ -78,25 +79,14 @@ def test_hot_swap_mid_stream_loses_and_repeats_no_window(kafka_bootstrap, traine
 
     with JobProcess(cfg, tmp_path / "job") as job:
         _produce(kafka_bootstrap, t.events, events[:half])
-        _wait_for(
-            lambda: consume(kafka_bootstrap, t.metrics, until=lambda r: len(r) >= 20, timeout_s=5)[19:],
-            240,
-            "windows of the first half",
-            job.log_tail,
-        )
+        first = consume(kafka_bootstrap, t.metrics, until=lambda r: len(r) >= 20, timeout_s=240)
+        assert len(first) >= 20, "windows of the first half did not close:\n" + job.log_tail()
         registry.promote(reg, v_b)
         _produce(kafka_bootstrap, t.events, events[half:])
-        _wait_for(
-            lambda: any(
-                m["model_version"] == v_b
-                for m in consume(
-                    kafka_bootstrap, t.metrics, until=lambda r: any(x["model_version"] == v_b for x in r), timeout_s=5
-                )
-            ),
-            120,
-            "windows scored by the promoted model",
-            job.log_tail,
+        swapped = consume(
+            kafka_bootstrap, t.metrics, until=lambda r: any(x["model_version"] == v_b for x in r), timeout_s=120
         )
+        assert any(x["model_version"] == v_b for x in swapped), "no window scored by the promoted model"
         emitted = _wait_for(lambda: _settled(kafka_bootstrap, t.features), 120, "all windows", job.log_tail)
 
         def store_complete():
@@ -120,8 +110,9 @@ def test_hot_swap_mid_stream_loses_and_repeats_no_window(kafka_bootstrap, traine
     assert last_a <= first_b, "the model version went back after the swap"
 
 
-def _settled(bootstrap: str, topic: str):
+def _settled(bootstrap: str, topic: str) -> list | None:
     """The topic's records once two reads a few seconds apart agree."""
-    first = consume(bootstrap, topic, until=lambda r: False, timeout_s=3)
-    second = consume(bootstrap, topic, until=lambda r: False, timeout_s=3)
+    first = read_topic(bootstrap, topic)
+    time.sleep(3)
+    second = read_topic(bootstrap, topic)
     return second if first and len(first) == len(second) else None
