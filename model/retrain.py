@@ -83,7 +83,9 @@ def _auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[normal, anomalous]))
 
 
-def check_model(model_dir: Path, recent: pd.DataFrame, incidents: pd.DataFrame, backend: str = "torchscript") -> ModelCheck:
+def check_model(
+    model_dir: Path, recent: pd.DataFrame, incidents: pd.DataFrame, backend: str = "torchscript"
+) -> ModelCheck:
     """False alarms on ``recent`` and AUROC of ``recent`` vs ``incidents`` for one exported model."""
     normal = score_features(recent, model_dir, backend=backend)
     anomalous = score_features(incidents, model_dir, backend=backend)
@@ -121,8 +123,9 @@ def retrain(
     incidents = synthetic_incidents(recent, spec, seed=cfg.seed)
     with tempfile.TemporaryDirectory(prefix="challenger-") as tmp:
         out = Path(tmp) / "model"
-        train_detector(train_part, spec, cfg, wandb_cfg=wandb_cfg, wandb_mode=wandb_mode, progress=progress,
-                       out_dir=out)
+        train_detector(
+            train_part, spec, cfg, wandb_cfg=wandb_cfg, wandb_mode=wandb_mode, progress=progress, out_dir=out
+        )
         challenger = check_model(out, recent, incidents)
         registry.register(registry_dir, out)
     current = registry.production(registry_dir)
@@ -139,8 +142,12 @@ def retrain(
         registry.promote(registry_dir, challenger.version)
         _alias_in_wandb(registry_dir, challenger.version, wandb_cfg, wandb_mode)
     result = RetrainResult(
-        challenger=challenger, champion=champion, promoted=promoted, reason=reason,
-        n_train=len(train_part), n_recent=len(recent),
+        challenger=challenger,
+        champion=champion,
+        promoted=promoted,
+        reason=reason,
+        n_train=len(train_part),
+        n_recent=len(recent),
         production=challenger.version if promoted else (current.version if current else ""),
     )
     record = {"at": datetime.now(UTC).isoformat(), **result.as_dict()}

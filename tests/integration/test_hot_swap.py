@@ -101,7 +101,9 @@ def test_hot_swap_mid_stream_loses_and_repeats_no_window(kafka_bootstrap, traine
     keys = stored[["device_id", "window_start"]].astype(str).apply(tuple, axis=1)
     assert not keys.duplicated().any(), "a window was scored twice"
     emitted_keys = {(r["device_id"], pd.Timestamp(r["window_start"]).isoformat()) for r in emitted}
-    stored_keys = {(d, pd.Timestamp(w).isoformat()) for d, w in zip(stored["device_id"], stored["window_start"])}
+    stored_keys = {
+        (d, pd.Timestamp(w).isoformat()) for d, w in zip(stored["device_id"], stored["window_start"], strict=True)
+    }
     assert stored_keys == emitted_keys, "a window was lost between the features and the scores"
     assert set(stored["model_version"]) == {v_a, v_b}
     by_time = stored.sort_values("window_start")
