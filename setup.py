@@ -29,6 +29,7 @@ DEV = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
     "ruff==0.17.6",
+    "jsonschema==4.26.0",
 ]
 
 setup(

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from model.datasets import LabelledEntity, Segment
 from model.features import FeatureSpec, compute_window_features
-from model.metrics import detection_metrics, hit_rate
+from model.metrics import detection_metrics, hit_rate, prf_at_threshold
 from netanomaly.config import TrainingConfig
 
 BASELINES = ("random", "pca")
@@ -54,6 +54,7 @@ SUMMARY_METRICS = (
     "hitrate@150",
     "best_f1_optimistic",
     "point_adjusted_f1",
+    "f1_no_margin",
     "fit_seconds",
 )
 
@@ -233,7 +234,8 @@ def evaluate_entity(
         det.fit(w.x[train], devices=w.devices[train], progress=False)
         fit_s = time.perf_counter() - t0
         val = det.validation_scores()
-        thr = float(np.quantile(val, threshold_quantile) * threshold_margin)
+        q_val = float(np.quantile(val, threshold_quantile))
+        thr = q_val * threshold_margin
         t0 = time.perf_counter()
         err_all = det.errors(w.x, devices=w.devices).astype(np.float64)
         score_s = time.perf_counter() - t0
@@ -241,6 +243,9 @@ def evaluate_entity(
         err = err_all[w.is_test]
         m = detection_metrics(y, s, thr, ws, we, dev)
         m.update({"fit_seconds": fit_s, "score_seconds": score_s, "n_validation": int(len(val))})
+        # Sensitivity to the margin, still label-free: the bare validation quantile as threshold.
+        m["f1_no_margin"] = prf_at_threshold(y, s, q_val)["f1"]
+        m["flagged_no_margin"] = int((s > q_val).sum())
         hist = getattr(det, "history", None)
         if hist is not None and getattr(hist, "best_epoch", 0):
             m.update({"epochs": len(hist.train_loss), "best_epoch": int(hist.best_epoch)})
@@ -398,6 +403,7 @@ def summary_table(summary: dict, metrics: Sequence[str] | None = None, markdown:
             "auprc",
             "f1",
             "event_recall",
+            "event_precision",
             "median_time_to_detect_s",
             "hitrate@100",
             "hitrate@150",

@@ -140,6 +140,26 @@ def window_episodes(
     return out
 
 
+def close_gaps(
+    window_start_ms: Sequence | np.ndarray, window_end_ms: Sequence | np.ndarray, devices: Sequence | np.ndarray
+) -> np.ndarray:
+    """Window ends stretched to the start of the device's next window when the data has a gap.
+
+    Windows without events do not exist, so with gappy data (e.g. hourly samples in 30-minute
+    windows) consecutive windows would not touch; stretched, they do, and a run of labelled (or
+    flagged) windows with no other window between them stays one episode (or alarm).
+    """
+    ws = np.asarray(window_start_ms, dtype=np.int64).reshape(-1)
+    we = np.asarray(window_end_ms, dtype=np.int64).reshape(-1).copy()
+    dev = np.asarray(devices, dtype=object).reshape(-1)
+    for d in dict.fromkeys(dev.tolist()):
+        idx = np.flatnonzero(dev == d)
+        idx = idx[np.argsort(ws[idx], kind="stable")]
+        if len(idx) > 1:
+            we[idx[:-1]] = np.maximum(we[idx[:-1]], ws[idx[1:]])
+    return we
+
+
 def event_level(
     labels: Sequence | np.ndarray,
     flags: Sequence | np.ndarray,
@@ -150,12 +170,14 @@ def event_level(
     """Event recall/precision and median time to detect (s) from window labels and flags.
 
     Episodes are runs of labelled windows (:func:`window_episodes`); flagged windows become
-    :class:`Flag` objects; the counting is :func:`model.event_metrics.event_metrics`.
+    :class:`Flag` objects; the counting is :func:`model.event_metrics.event_metrics`. Window
+    ends are first stretched over data gaps (:func:`close_gaps`), so the time to detect of a
+    window followed by a gap counts to the next window's start.
     """
     f = np.asarray(flags, dtype=bool).reshape(-1)
     ws = np.asarray(window_start_ms, dtype=np.int64).reshape(-1)
-    we = np.asarray(window_end_ms, dtype=np.int64).reshape(-1)
     dev = np.asarray(devices if devices is not None else np.full(len(f), ""), dtype=object).reshape(-1)
+    we = close_gaps(ws, window_end_ms, dev)
     episodes = window_episodes(labels, ws, we, dev)
     flagged = [Flag(str(dev[i]), int(ws[i]), int(we[i])) for i in np.flatnonzero(f)]
     return event_metrics(episodes, flagged).as_dict()

@@ -10,6 +10,7 @@ when its quality is higher than the champion's by ``min_gain``.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -169,6 +170,7 @@ def _alias_in_wandb(registry_dir: Path, version: str, wandb_cfg: WandbConfig | N
         mode=mode,
         job_type="promote",
         config={"version": version},
+        dir=os.environ.get("WANDB_DIR"),
     )
     try:
         art = wandb.Artifact("netanomaly-model", type="model", metadata={"version": version})

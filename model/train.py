@@ -10,6 +10,7 @@ times a margin. The model is exported as TorchScript and ONNX with its metadata.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,8 @@ def _wandb_init(mode: str, wandb_cfg: WandbConfig | None, cfg: TrainingConfig, s
             },
             job_type="train",
             settings=settings,
+            # read WANDB_DIR now: wandb keeps the settings of its first init in the process otherwise
+            dir=os.environ.get("WANDB_DIR"),
         )
     except wandb.errors.Error as e:
         raise TrainingError(

@@ -128,8 +128,15 @@ def test_flink_run_on_standalone_cluster_scraped_by_prometheus(kafka_bootstrap, 
         for _, reason, _ in MALFORMED:
             expected[reason] = expected.get(reason, 0) + 1
         assert {r: int(v) for r, v in by_reason.items() if v} == expected
-        scored = _prom_get("/api/v1/query", query="sum(flink_taskmanager_job_task_operator_windows_scored)")
-        assert float(scored["data"]["result"][0]["value"][1]) >= sum(m["windows"] for m in metrics)
+        # the counter reaches Prometheus a report + scrape interval after the records reach Kafka
+        in_kafka = sum(m["windows"] for m in metrics)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            scored = _prom_get("/api/v1/query", query="sum(flink_taskmanager_job_task_operator_windows_scored)")
+            if float(scored["data"]["result"][0]["value"][1]) >= in_kafka:
+                break
+            time.sleep(2)
+        assert float(scored["data"]["result"][0]["value"][1]) >= in_kafka
         active = _prom_get("/api/v1/query", query="flink_taskmanager_job_task_operator_model_version_model_active == 1")
         meta = json.loads((trained_model / "metadata.json").read_text())
         assert {r["metric"]["model_version"] for r in active["data"]["result"]} == {

@@ -11,6 +11,7 @@ from model.metrics import (
     auprc,
     auroc,
     best_f1,
+    close_gaps,
     detection_metrics,
     event_level,
     hit_rate,
@@ -90,6 +91,20 @@ def test_event_level_from_windows():
     # episode 1 found by window 2 (ends 30 min, episode started at 10 min): 20 min; episode 2 missed
     assert (ev["episodes"], ev["found"], ev["alarms"], ev["true_alarms"]) == (2, 1, 2, 1)
     assert ev["recall"] == 0.5 and ev["median_time_to_detect_s"] == 1200.0
+
+
+def test_event_level_bridges_data_gaps():
+    # hourly data in 30-minute windows: the windows of one run do not touch in time
+    m30 = 1_800_000
+    start = np.arange(6) * 2 * m30
+    end = start + m30
+    labels = [0, 1, 1, 1, 0, 0]
+    flags = [0, 0, 1, 1, 0, 0]
+    assert close_gaps(start, end, ["d"] * 6).tolist() == [*(start[1:]).tolist(), end[-1]]
+    ev = event_level(labels, flags, start, end, ["d"] * 6)
+    assert (ev["episodes"], ev["found"], ev["alarms"], ev["true_alarms"]) == (1, 1, 1, 1)
+    # found by the window starting 1 h into the episode; its end is stretched to the next window (+1 h)
+    assert ev["median_time_to_detect_s"] == 7200.0
 
 
 def test_detection_metrics_keys_flag_optimism():
