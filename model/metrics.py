@@ -43,7 +43,11 @@ def auprc(labels: Sequence | np.ndarray, scores: Sequence | np.ndarray) -> float
 
 
 def precision_recall_f1(labels: Sequence | np.ndarray, flags: Sequence | np.ndarray) -> dict[str, float]:
-    """Point-wise precision, recall and F1 of boolean ``flags`` (0 for 0/0; recall NaN without positives)."""
+    """Point-wise precision, recall and F1 of boolean ``flags``.
+
+    Precision is 0 when nothing is flagged; recall and F1 are NaN when there is no positive
+    (undefined, and left out of means rather than counted as 0).
+    """
     y, f = _arrays(labels, np.asarray(flags, dtype=bool))
     f = f.astype(bool)
     tp = int(np.sum(f & (y == 1)))
@@ -51,7 +55,7 @@ def precision_recall_f1(labels: Sequence | np.ndarray, flags: Sequence | np.ndar
     fn = int(np.sum(~f & (y == 1)))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fn else float("nan")
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 

@@ -284,6 +284,31 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def read_yaml_mapping(
+    path: str | os.PathLike[str] | None,
+    default_path: Path,
+    error: type[ConfigError],
+    sections: str,
+) -> dict[str, Any]:
+    """The YAML mapping at ``path`` (or at ``default_path`` when that exists), else ``{}``.
+
+    An explicit path that does not exist, invalid YAML, or a document that is not a mapping raise
+    ``error`` saying what to fix.
+    """
+    if path is None and not default_path.exists():
+        return {}
+    p = Path(path) if path is not None else default_path
+    if not p.is_file():
+        raise error(f"config file {p} not found; pass --config with an existing YAML file")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise error(f"{p} is not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise error(f"{p} must hold a mapping of sections ({sections})")
+    return loaded or {}
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -293,18 +318,7 @@ def load_config(
     ``path=None`` reads ``conf/job.yaml`` when it exists in the working directory, else uses
     the defaults. An explicit path that does not exist is an error.
     """
-    tree: dict[str, Any] = {}
-    if path is not None or DEFAULT_CONFIG_PATH.exists():
-        p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found; pass --config with an existing YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p} is not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p} must hold a mapping of sections (kafka:, features:, ...)")
-        tree = loaded or {}
+    tree = read_yaml_mapping(path, DEFAULT_CONFIG_PATH, ConfigError, "kafka:, features:, ...")
     items: list[tuple[str, Any]]
     if overrides is None:
         items = []

@@ -123,6 +123,8 @@ def _timestamps_ms(col) -> Any:
 
     from netanomaly.events import parse_timestamp_ms
 
+    if pd.api.types.is_datetime64_any_dtype(col):  # e.g. Parquet timestamps; naive ones are taken as UTC
+        return (pd.to_datetime(col, utc=True).astype("int64") // 1_000_000).to_numpy(np.int64)
     if pd.api.types.is_numeric_dtype(col):
         ms = col.to_numpy(np.float64)
         if not np.isfinite(ms).all():
@@ -144,7 +146,7 @@ def read_labelled_events(path: Path, kpis: list[str] | None, train_fraction: flo
 
     suffix = path.suffix
     if suffix == ".jsonl":
-        raw = pd.read_json(path, lines=True, dtype={"device_id": str})
+        raw = pd.read_json(path, lines=True, dtype={"device_id": str}, convert_dates=False, keep_default_dates=False)
     elif suffix == ".csv":
         raw = pd.read_csv(path, dtype={"device_id": str})
     elif suffix == ".parquet":

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from netanomaly.config import read_yaml_mapping
 from netanomaly.monitor.exceptions import MonitorConfigError
 
 DEFAULT_MONITOR_CONFIG_PATH = Path("conf/monitor.yaml")
@@ -341,18 +342,7 @@ def load_monitor_config(
     dotted keys or ``key=value`` strings; ``None`` values are skipped. Errors raise
     :class:`MonitorConfigError` naming the dotted key (``field``).
     """
-    tree: dict[str, Any] = {}
-    if path is not None or DEFAULT_MONITOR_CONFIG_PATH.exists():
-        p = Path(path) if path is not None else DEFAULT_MONITOR_CONFIG_PATH
-        if not p.is_file():
-            raise MonitorConfigError(f"config file {p} not found; pass --config with an existing YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise MonitorConfigError(f"{p} is not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise MonitorConfigError(f"{p} must hold a mapping of sections (kafka:, rules:, drift:, ...)")
-        tree = loaded or {}
+    tree = read_yaml_mapping(path, DEFAULT_MONITOR_CONFIG_PATH, MonitorConfigError, "kafka:, rules:, drift:, ...")
     if overrides is None:
         items: list[tuple[str, Any]] = []
     elif isinstance(overrides, dict):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from model.datasets import Segment
+from model.datasets import Segment, write_labelled_events
 from model.evaluate import (
     PLOT_NAMES,
     aggregate,
@@ -91,10 +91,12 @@ def test_evaluate_entity_with_pca_writes_metrics_and_plots(tmp_path):
     assert "pca" in summary_table({"mean": mean})
 
 
-def test_cli_evaluate_events_file(tmp_path):
+@pytest.mark.parametrize("suffix,iso", [(".csv", False), (".jsonl", True)])
+def test_cli_evaluate_events_file(tmp_path, suffix, iso):
     ev, segments = synthetic_events()
-    path = tmp_path / "events.csv"
-    ev.drop(columns="split").to_csv(path, index=False)  # no split: the first 60 % of the time trains
+    path = tmp_path / f"events{suffix}"
+    # no split column: the first 60 % of the time trains
+    write_labelled_events(ev.drop(columns="split"), path, iso_timestamps=iso)
     interp = tmp_path / "interp.jsonl"
     interp.write_text(
         "".join(

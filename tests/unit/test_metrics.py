@@ -47,6 +47,7 @@ def test_f1_at_a_threshold():
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3)
     assert prf_at_threshold(LABELS, SCORES, 0.9)["f1"] == 0.0  # strictly greater: nothing flagged
+    assert math.isnan(precision_recall_f1([0, 0, 0], [1, 0, 0])["f1"])  # undefined without positives
 
 
 def test_best_f1_is_the_optimistic_maximum():
