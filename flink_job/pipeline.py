@@ -38,6 +38,7 @@ class Pipeline:
     torch_threads: int
     backend: str
     reload_check_s: float
+    drift_horizon: int
     job_name: str
     jars: list[Path] = field(default_factory=list)
 
@@ -110,6 +111,7 @@ def build_pipeline(cfg: JobConfig, jars: list[Path], sequence_length: int = 1) -
         torch_threads=cfg.model.torch_threads,
         backend=cfg.model.backend,
         reload_check_s=cfg.model.reload_check_seconds,
+        drift_horizon=cfg.model.drift_horizon_windows,
         job_name=cfg.stream.job_name,
         jars=all_jars,
     )
@@ -153,6 +155,7 @@ def create_statement_set(pipeline: Pipeline):
             pipeline.torch_threads,
             pipeline.backend,
             pipeline.reload_check_s,
+            pipeline.drift_horizon,
         ),
     )
     t_env.create_temporary_function("count_dead_letter", make_dead_letter_udf())

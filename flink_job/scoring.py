@@ -38,9 +38,11 @@ class ScoreWindows(ScalarFunction):
         torch_threads: int = 1,
         backend: str = "torchscript",
         reload_check_s: float = 10.0,
+        drift_horizon: int = 2000,
     ) -> None:
         self.model_dir = model_dir
         self.reload_check_s = reload_check_s
+        self.drift_horizon = drift_horizon
         self.feature_names = list(feature_names)
         self.sequence_length = sequence_length
         self.top_k = top_k
@@ -69,6 +71,10 @@ class ScoreWindows(ScalarFunction):
         self._pointer_seen: float | None = None
         self._next_check = 0.0
         self._load(self._resolve())
+        # drift of the live windows against the active model's training baseline, PSI x 1000 per feature
+        # (PyFlink gauges are integers); 0 until drift_horizon / 40 windows were seen
+        for j, name in enumerate(self.feature_names):
+            group.add_group("feature", name).gauge("drift_psi_milli", lambda j=j: self._psi_milli(j))
 
     def _resolve(self) -> Path:
         from model.registry import resolve
@@ -88,13 +94,21 @@ class ScoreWindows(ScalarFunction):
                 "restart the job so it reads the model's metadata",
                 path=str(path),
             )
+        from flink_job.drift import WindowDrift
+
         scorer = Scorer(loaded, torch_threads=self.torch_threads, backend=self.backend)
+        drift = WindowDrift(loaded.metadata, self.drift_horizon, min_samples=max(1, self.drift_horizon // 40))
         # swap as one step: a batch is scored wholly by the old or wholly by the new model
         self._scorer, self._threshold, self._version = scorer, float(loaded.threshold), loaded.model_version
+        self._drift = drift
         if self._version not in self._registered_versions:
             self._registered_versions.add(self._version)
             version = self._version
             self._group.add_group("model_version", version).gauge("model_active", lambda: int(self._version == version))
+
+    def _psi_milli(self, j: int) -> int:
+        value = self._drift.psi(j)
+        return 0 if value is None else int(round(1000 * value))
 
     def _maybe_reload(self) -> None:
         """Follow the registry's production pointer (checked at most every ``reload_check_s``)."""
@@ -147,6 +161,7 @@ class ScoreWindows(ScalarFunction):
         for i in range(self.top_k):
             out[f"top{i + 1}_feature"] = [row[i] for row in names]
             out[f"top{i + 1}_contribution"] = shares[:, i].astype(np.float64)
+        self._drift.add(x[:, -len(self.feature_names) :])  # the newest window of each (sequence) input
         self._windows.inc(n)
         self._anomalies.inc(int(scores.is_anomaly.sum()))
         self._batch_ms = (time.perf_counter() - t0) * 1000.0
@@ -181,10 +196,13 @@ def make_udf(
     torch_threads: int = 1,
     backend: str = "torchscript",
     reload_check_s: float = 10.0,
+    drift_horizon: int = 2000,
 ):
     """The registered pandas UDF for ``model_dir`` (called with sequence_length x features columns)."""
     return udf(
-        ScoreWindows(str(model_dir), feature_names, sequence_length, top_k, torch_threads, backend, reload_check_s),
+        ScoreWindows(
+            str(model_dir), feature_names, sequence_length, top_k, torch_threads, backend, reload_check_s, drift_horizon
+        ),
         result_type=result_type(top_k),
         func_type="pandas",
     )

@@ -195,6 +195,9 @@ class ModelConfig(_Frozen):
     reload_check_seconds: float = Field(
         10.0, gt=0, description="with a registry as dir: how often the job checks its production pointer"
     )
+    drift_horizon_windows: int = Field(
+        2000, ge=40, description="device windows per scoring worker behind the job's drift gauges"
+    )
     backend: Literal["torchscript", "onnxruntime"] = Field(
         "torchscript", description="runtime of the scorer; onnxruntime needs the model's model.onnx"
     )

@@ -33,6 +33,7 @@ OUR_METRICS = (
     "reason_dead_letters",
     "model_version_model_active",
     "scoring_batch_ms",
+    "feature_drift_psi_milli",
 )
 
 
