@@ -76,13 +76,13 @@ def build_pipeline(cfg: JobConfig, jars: list[Path], sequence_length: int = 1) -
     top_k = min(cfg.model.top_k, len(spec.feature_names))
     ddl = [
         ("kpi_events_raw", sql.source_ddl(cfg)),
-        ("kpi_events_routed_udf", sql.routed_view(cfg)),
+        ("kpi_events_routed_sql", sql.routed_view(cfg)),
         ("kpi_events_routed", BARRIER),
         ("kpi_dlq", sql.dlq_ddl(cfg)),
         ("kpi_events_valid", sql.valid_view(cfg)),
         ("window_features", sql.features_view(cfg, spec)),
         *([("window_sequences", sql.sequence_view(spec, sequence_length))] if sequence_length > 1 else []),
-        ("scored_windows_udf", sql.scored_view(spec, top_k, sequence_length)),
+        ("scored_windows_sql", sql.scored_view(spec, top_k, sequence_length)),
         ("scored_windows", BARRIER),
         ("scored_for_fleet", sql.fleet_view(spec)),
         ("kpi_anomalies", sql.anomalies_ddl(cfg)),
@@ -161,7 +161,7 @@ def create_statement_set(pipeline: Pipeline):
     t_env.create_temporary_function("count_dead_letter", make_dead_letter_udf())
     for name, statement in pipeline.ddl:
         if statement == BARRIER:
-            stream = t_env.to_data_stream(t_env.from_path(f"{name}_udf"))
+            stream = t_env.to_data_stream(t_env.from_path(f"{name}_sql"))
             schema = (
                 Schema.new_builder()
                 .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")

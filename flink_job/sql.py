@@ -196,7 +196,7 @@ def routed_view(cfg: JobConfig) -> str:
         f"CURRENT_WATERMARK(event_time) IS NOT NULL AND "
         f"TO_TIMESTAMP_LTZ({window_end_ms} - 1, 3) <= CURRENT_WATERMARK(event_time)"
     )
-    return f"""CREATE TEMPORARY VIEW kpi_events_routed_udf AS
+    return f"""CREATE TEMPORARY VIEW kpi_events_routed_sql AS
 SELECT
   payload, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, event_time, event_ms,
   {_value("device_id")} AS device_id,
@@ -316,7 +316,7 @@ def scored_view(spec: FeatureSpec, top_k: int, sequence_length: int = 1, udf_nam
     source = "window_sequences" if sequence_length > 1 else "window_features"
     others = ", ".join(n for n in spec.feature_names if n != "event_count")
     tops = ", ".join(f"s.top{i}_feature, s.top{i}_contribution" for i in range(1, top_k + 1))
-    return f"""CREATE TEMPORARY VIEW scored_windows_udf AS
+    return f"""CREATE TEMPORARY VIEW scored_windows_sql AS
 SELECT device_id, window_start, window_end, window_time, event_count, {others},
   s.score, s.threshold, s.is_anomaly, s.model_version, {tops}
 FROM (SELECT *, {udf_name}({args}) AS s FROM {source})"""

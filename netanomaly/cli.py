@@ -477,7 +477,7 @@ def promote(registry_dir, version) -> None:
 
 
 # ------------------------------------------------------------------------------------------- run
-@main.command(context_settings={"ignore_unknown_options": False})
+@main.command()
 @_config_options
 @click.option("--bootstrap-servers", default=None, help="Kafka bootstrap servers (kafka.bootstrap_servers).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Exported model folder (model.dir).")

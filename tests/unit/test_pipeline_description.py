@@ -25,12 +25,12 @@ def test_steps_and_settings_follow_config(tmp_path: Path):
     p = build_pipeline(cfg, [jar])
     assert [n for n, _ in p.ddl] == [
         "kpi_events_raw",
-        "kpi_events_routed_udf",
+        "kpi_events_routed_sql",
         "kpi_events_routed",
         "kpi_dlq",
         "kpi_events_valid",
         "window_features",
-        "scored_windows_udf",
+        "scored_windows_sql",
         "scored_windows",
         "scored_for_fleet",
         "kpi_anomalies",
@@ -55,7 +55,7 @@ def test_feature_columns_in_spec_order():
     cfg = load_config(None, {"features.kpis": ["a", "b"], "features.bounds": {}, "features.stats": ["max", "mean"]})
     p = build_pipeline(cfg, [])
     assert p.feature_names == ["event_count", "a__max", "a__mean", "b__max", "b__mean"]
-    scored = dict(p.ddl)["scored_windows_udf"]
+    scored = dict(p.ddl)["scored_windows_sql"]
     assert "score_windows(event_count, a__max, a__mean, b__max, b__mean)" in scored
 
 
@@ -72,5 +72,5 @@ def test_sequence_models_get_lagged_inputs_oldest_first():
     p = build_pipeline(cfg, [], sequence_length=3)
     ddl = dict(p.ddl)
     assert "LAG(a__mean, 2) OVER w, LAG(a__mean, 1) OVER w, a__mean) AS a__mean__lag2" in ddl["window_sequences"]
-    assert "score_windows(a__mean__lag2, a__mean__lag1, a__mean)" in ddl["scored_windows_udf"]
+    assert "score_windows(a__mean__lag2, a__mean__lag1, a__mean)" in ddl["scored_windows_sql"]
     assert p.sequence_length == 3
