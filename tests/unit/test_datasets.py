@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 import json
+import os
 from datetime import datetime
 
 import numpy as np
