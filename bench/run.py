@@ -56,22 +56,35 @@ def main() -> None:
     results: dict[str, dict] = {"offline_features": {"events_per_s": feat_rate}}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "m"
-        train_autoencoder(feats, spec, cfg.training.model_copy(update={"epochs": 5}), wandb_mode="disabled",
-                          progress=False, out_dir=out)
+        train_autoencoder(
+            feats,
+            spec,
+            cfg.training.model_copy(update={"epochs": 5}),
+            wandb_mode="disabled",
+            progress=False,
+            out_dir=out,
+        )
         loaded = load_model(out)
         x = np.resize(feats[spec.feature_names].to_numpy(np.float32), (args.windows, len(spec.feature_names)))
         ts = Scorer(loaded, torch_threads=1, backend="torchscript")
         ort = Scorer(loaded, torch_threads=1, backend="onnxruntime")
         base = _best_rate(lambda: ts.score(x), len(x), args.repeats)
         ort_rate = _best_rate(lambda: ort.score(x), len(x), args.repeats)
-        results["backends"] = {"torchscript_windows_per_s": base, "onnxruntime_windows_per_s": ort_rate,
-                               "onnxruntime_vs_torchscript": ort_rate / base}
+        results["backends"] = {
+            "torchscript_windows_per_s": base,
+            "onnxruntime_windows_per_s": ort_rate,
+            "onnxruntime_vs_torchscript": ort_rate / base,
+        }
         single = x[:2000]
         one = _best_rate(lambda: [ts.score(single[i : i + 1]) for i in range(len(single))], len(single), 3)
-        batch_rates = {b: _best_rate(lambda b=b: [ts.score(x[i : i + b]) for i in range(0, len(x), b)], len(x), 3)
-                       for b in (10, 100, 1000)}
-        results["batching"] = {"per_window_call_vs_1000_batch": one / batch_rates[1000],
-                               **{f"batch_{b}_vs_1000": r / batch_rates[1000] for b, r in batch_rates.items()}}
+        batch_rates = {
+            b: _best_rate(lambda b=b: [ts.score(x[i : i + b]) for i in range(0, len(x), b)], len(x), 3)
+            for b in (10, 100, 1000)
+        }
+        results["batching"] = {
+            "per_window_call_vs_1000_batch": one / batch_rates[1000],
+            **{f"batch_{b}_vs_1000": r / batch_rates[1000] for b, r in batch_rates.items()},
+        }
     print(json.dumps(results, indent=2))
     Path(__file__).with_name("results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -418,18 +418,37 @@ def _jsonable(o: Any) -> Any:
 # --------------------------------------------------------------------------------------- retrain
 @main.command()
 @_config_options
-@click.option("--feature-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The job's Parquet feature store (stream.feature_store).")
-@click.option("--registry", "registry_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model registry folder (created if missing); point the job's model.dir at it for hot swaps.")
-@click.option("--recent-fraction", default=0.2, show_default=True, type=click.FloatRange(0.01, 0.9),
-              help="Newest share of the store's windows kept out of training to compare the models on.")
+@click.option(
+    "--feature-store",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The job's Parquet feature store (stream.feature_store).",
+)
+@click.option(
+    "--registry",
+    "registry_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model registry folder (created if missing); point the job's model.dir at it for hot swaps.",
+)
+@click.option(
+    "--recent-fraction",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0.01, 0.9),
+    help="Newest share of the store's windows kept out of training to compare the models on.",
+)
 @click.option("--min-gain", default=0.0, show_default=True, help="Quality margin the challenger must beat by.")
-@click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default=None,
-              help="W&B for training and the production alias (default: online with WANDB_API_KEY, else offline).")
+@click.option(
+    "--wandb-mode",
+    type=click.Choice(["online", "offline", "disabled"]),
+    default=None,
+    help="W&B for training and the production alias (default: online with WANDB_API_KEY, else offline).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def retrain(config_path, overrides, feature_store, registry_dir, recent_fraction, min_gain, wandb_mode,
-            progress) -> None:
+def retrain(
+    config_path, overrides, feature_store, registry_dir, recent_fraction, min_gain, wandb_mode, progress
+) -> None:
     """Champion/challenger: train on the feature store, compare with production on recent windows,
     register the challenger and promote it only if it is better. A running job pointed at the
     registry (model.dir) switches to a promoted model without a restart."""
@@ -439,25 +458,41 @@ def retrain(config_path, overrides, feature_store, registry_dir, recent_fraction
 
     try:
         cfg = _config(config_path, overrides, {"wandb.mode": wandb_mode})
-        result = run_retrain(feature_store, registry_dir, FeatureSpec.from_config(cfg.features), cfg.training,
-                             recent_fraction=recent_fraction, min_gain=min_gain, wandb_cfg=cfg.wandb,
-                             wandb_mode=cfg.wandb.resolved_mode(), progress=progress)
+        result = run_retrain(
+            feature_store,
+            registry_dir,
+            FeatureSpec.from_config(cfg.features),
+            cfg.training,
+            recent_fraction=recent_fraction,
+            min_gain=min_gain,
+            wandb_cfg=cfg.wandb,
+            wandb_mode=cfg.wandb.resolved_mode(),
+            progress=progress,
+        )
     except (NetAnomalyError, ModelError) as e:
         _fail(e)
     ch, cp = result.challenger, result.champion
     click.echo(f"trained on {result.n_train} windows, compared on {result.n_recent} recent windows")
-    click.echo(f"  challenger {ch.version}: false alarms {ch.false_alarm_rate:.3%}, synthetic AUROC "
-               f"{ch.synthetic_auroc:.4f}")
+    click.echo(
+        f"  challenger {ch.version}: false alarms {ch.false_alarm_rate:.3%}, synthetic AUROC {ch.synthetic_auroc:.4f}"
+    )
     if cp:
-        click.echo(f"  champion   {cp.version}: false alarms {cp.false_alarm_rate:.3%}, synthetic AUROC "
-                   f"{cp.synthetic_auroc:.4f}")
+        click.echo(
+            f"  champion   {cp.version}: false alarms {cp.false_alarm_rate:.3%}, synthetic AUROC "
+            f"{cp.synthetic_auroc:.4f}"
+        )
     click.echo(("PROMOTED: " if result.promoted else "kept the champion: ") + result.reason)
     click.echo(f"production is {result.production}")
 
 
 @main.command()
-@click.option("--registry", "registry_dir", required=True, type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Model registry folder.")
+@click.option(
+    "--registry",
+    "registry_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Model registry folder.",
+)
 @click.argument("version", required=False)
 def promote(registry_dir, version) -> None:
     """List the registry's versions, or make VERSION the production model (a manual promotion or rollback)."""

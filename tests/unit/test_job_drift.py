@@ -15,8 +15,13 @@ def _metadata(rng: np.random.Generator) -> dict:
     base = {}
     for j, name in enumerate(["a__mean", "b__max"]):
         col = train[:, j]
-        base[name] = {"min": float(col.min()), "max": float(col.max()), "mean": float(col.mean()),
-                      "std": float(col.std()), **{k: float(np.percentile(col, q)) for k, q in qs.items()}}
+        base[name] = {
+            "min": float(col.min()),
+            "max": float(col.max()),
+            "mean": float(col.mean()),
+            "std": float(col.std()),
+            **{k: float(np.percentile(col, q)) for k, q in qs.items()},
+        }
     return {"model_version": "ae-test", "feature_names": ["a__mean", "b__max"], "baseline": base}
 
 
