@@ -436,3 +436,45 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header), *(fmt.format(*r) for r in rows)])
+
+
+def log_evaluation_to_wandb(
+    out_dir: Path, summary: dict, settings: dict, mode: str, project: str = "network-anomaly", entity: str | None = None
+) -> Path | None:
+    """Log an evaluation to W&B: settings as config, mean metrics per detector in the summary, the
+    per-entity AUROC/AUPRC as a table, every ROC/PR/timeline/heat-map PNG as an image, metrics.json
+    as an artifact. Returns the local run folder (None when ``mode`` is disabled)."""
+    if mode == "disabled":
+        return None
+    import os
+
+    import wandb
+
+    run = wandb.init(
+        project=project, entity=entity, mode=mode, job_type="evaluate", config=settings, dir=os.environ.get("WANDB_DIR")
+    )
+    try:
+        for det, metrics in summary["mean"].items():
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and value is not None:
+                    run.summary[f"{det}/{key}"] = value
+        rows = []
+        for name, ent in summary["entities"].items():
+            for det, m in ent["detectors"].items():
+                rows.append([name, det, m.get("auroc"), m.get("auprc"), m.get("f1"), m.get("event_recall")])
+        run.log(
+            {
+                "per_entity": wandb.Table(
+                    columns=["entity", "detector", "auroc", "auprc", "f1", "event_recall"], data=rows
+                )
+            }
+        )
+        for png in sorted(Path(out_dir).rglob("*.png")):
+            rel = png.relative_to(out_dir).with_suffix("")
+            run.log({f"plots/{rel.as_posix()}": wandb.Image(str(png))})
+        art = wandb.Artifact("netanomaly-evaluation", type="evaluation", metadata=settings)
+        art.add_file(str(Path(out_dir) / "metrics.json"))
+        run.log_artifact(art)
+        return Path(run.dir).parent
+    finally:
+        run.finish()

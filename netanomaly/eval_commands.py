@@ -269,6 +269,13 @@ def _split_rule(dataset: str | None, events_path: Path | None, train_fraction: f
     help="Entities that get per-entity plots: all, none, or a comma-separated list.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option(
+    "--wandb-mode",
+    type=click.Choice(["online", "offline", "disabled"]),
+    default="disabled",
+    show_default=True,
+    help="Also log the metrics, the per-entity table and the ROC/PR plots to W&B.",
+)
 def evaluate(
     config_path,
     overrides,
@@ -285,6 +292,7 @@ def evaluate(
     out,
     plot_spec,
     progress,
+    wandb_mode,
 ) -> None:
     """Metrics and plots of detectors on labelled data, next to random and PCA baselines.
 
@@ -296,7 +304,13 @@ def evaluate(
     OUT/metrics.json (per entity and mean), OUT/<entity>/metrics.json and PNG plots.
     """
     from model.datasets import LabelledEntity, load_asd, load_nab
-    from model.evaluate import detector_factories, entity_table, evaluate_entities, summary_table
+    from model.evaluate import (
+        detector_factories,
+        entity_table,
+        evaluate_entities,
+        log_evaluation_to_wandb,
+        summary_table,
+    )
     from model.features import FeatureSpec
     from netanomaly.cli import _config
 
@@ -365,6 +379,9 @@ def evaluate(
     click.echo("\nMean over entities:")
     click.echo(summary_table(summary))
     click.echo(f"\n{len(ents)} entities in {time.perf_counter() - t0:.0f} s; metrics in {out}/metrics.json")
+    run_dir = log_evaluation_to_wandb(out, summary, settings, wandb_mode, cfg.wandb.project, cfg.wandb.entity)
+    if run_dir:
+        click.echo(f"W&B run ({wandb_mode}) in {run_dir}")
 
 
 COMMANDS = (datasets, evaluate)

@@ -130,6 +130,8 @@ def test_cli_evaluate_events_file(tmp_path, suffix, iso):
             "--out",
             str(out),
             "--no-progress",
+            "--wandb-mode",
+            "offline",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -138,3 +140,21 @@ def test_cli_evaluate_events_file(tmp_path, suffix, iso):
     assert summary["entities"]["events"]["windows"]["test"] == 96
     assert (out / "events" / "roc.png").is_file() and (out / "auroc_by_entity.png").is_file()
     assert "pca" in result.output and "random" in result.output
+
+    # the W&B offline run holds the mean metrics and the plots (read back from its files)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = Path(result.output.split("W&B run (offline) in ")[1].split()[0])
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    proc = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "pca/auroc" in text and "plots/events/roc" in text and "per_entity" in text
