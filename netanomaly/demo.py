@@ -48,6 +48,13 @@ def run_demo(cfg: JobConfig, spec: DemoSpec) -> int:
     from netanomaly.kafka_io import ensure_topics
     from netanomaly.local_job import JobProcess
 
+    import signal
+
+    def _interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: clean up what the demo started
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     workdir = spec.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
