@@ -39,6 +39,8 @@ def _with(cfg: JobConfig, **sections) -> JobConfig:
 
 def run_demo(cfg: JobConfig, spec: DemoSpec) -> int:
     """Run the demo; returns the process exit code (0 when it ran to the end)."""
+    import signal
+
     from model.event_metrics import Episode, event_metrics
     from model.features import FeatureSpec, compute_window_features
     from model.train import train_autoencoder
@@ -47,8 +49,6 @@ def run_demo(cfg: JobConfig, spec: DemoSpec) -> int:
     from netanomaly.infra import kafka_local
     from netanomaly.kafka_io import ensure_topics
     from netanomaly.local_job import JobProcess
-
-    import signal
 
     def _interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: clean up what the demo started
         raise KeyboardInterrupt
