@@ -37,6 +37,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
+Frozen = _Frozen  # the base of every config section (monitor config too)
+
+
+def check_topic_name(v: str) -> str:
+    """A legal Kafka topic name, or ValueError saying what is allowed."""
+    if not _TOPIC.match(v):
+        raise ValueError(f"{v!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-')")
+    return v
+
+
+def check_bootstrap_servers(v: str) -> str:
+    """Comma-separated host:port pairs, or ValueError with an example."""
+    for part in v.split(","):
+        if not _HOSTPORT.match(part.strip()):
+            raise ValueError(f"{part!r} is not host:port; expected e.g. 127.0.0.1:9092")
+    return v
+
+
 class Topics(_Frozen):
     """Kafka topic names used by the job."""
 
@@ -49,9 +67,7 @@ class Topics(_Frozen):
     @field_validator("*")
     @classmethod
     def _topic_name(cls, v: str) -> str:
-        if not _TOPIC.match(v):
-            raise ValueError(f"{v!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-')")
-        return v
+        return check_topic_name(v)
 
 
 class LocalBroker(_Frozen):
@@ -92,10 +108,7 @@ class KafkaConfig(_Frozen):
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, v: str) -> str:
-        for part in v.split(","):
-            if not _HOSTPORT.match(part.strip()):
-                raise ValueError(f"{part!r} is not host:port; expected e.g. 127.0.0.1:9092")
-        return v
+        return check_bootstrap_servers(v)
 
 
 class Bounds(_Frozen):

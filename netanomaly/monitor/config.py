@@ -15,8 +15,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     HttpUrl,
     SecretStr,
@@ -25,22 +23,19 @@ from pydantic import (
     model_validator,
 )
 
-from netanomaly.config import read_yaml_mapping
+from netanomaly.config import Frozen, check_bootstrap_servers, check_topic_name, read_yaml_mapping
 from netanomaly.monitor.exceptions import MonitorConfigError
 
 DEFAULT_MONITOR_CONFIG_PATH = Path("conf/monitor.yaml")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+_Frozen = Frozen
 
 
 # ------------------------------------------------------------------------------------------ kafka
@@ -57,9 +52,7 @@ class MonitorTopics(_Frozen):
     @field_validator("*")
     @classmethod
     def _topic_name(cls, v: str) -> str:
-        if not _TOPIC.match(v):
-            raise ValueError(f"{v!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-')")
-        return v
+        return check_topic_name(v)
 
     @model_validator(mode="after")
     def _distinct(self) -> MonitorTopics:
@@ -89,10 +82,7 @@ class MonitorKafka(_Frozen):
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, v: str) -> str:
-        for part in v.split(","):
-            if not _HOSTPORT.match(part.strip()):
-                raise ValueError(f"{part!r} is not host:port; expected e.g. 127.0.0.1:9092")
-        return v
+        return check_bootstrap_servers(v)
 
 
 # ------------------------------------------------------------------------------------------ rules
