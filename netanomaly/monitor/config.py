@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from netanomaly.config import Frozen, check_bootstrap_servers, check_topic_name, read_yaml_mapping
+from netanomaly.config import Frozen, WandbConfig, check_bootstrap_servers, check_topic_name, read_yaml_mapping
 from netanomaly.monitor.exceptions import MonitorConfigError
 
 DEFAULT_MONITOR_CONFIG_PATH = Path("conf/monitor.yaml")
@@ -196,13 +196,10 @@ class DriftConfig(_Frozen):
 
 
 # ------------------------------------------------------------------------------------------ wandb
-class MonitorWandb(_Frozen):
-    """The W&B production run. ``mode=None``: online with an API key, else offline."""
+class MonitorWandb(WandbConfig):
+    """The W&B production run: the job's W&B settings (mode, project, entity, api_key; ``mode=None``
+    means online with an API key, else offline) plus the reporter's own."""
 
-    mode: Literal["online", "offline", "disabled"] | None = None
-    project: str = "network-anomaly"
-    entity: str | None = None
-    api_key: SecretStr | None = Field(None, description="prefer the WANDB_API_KEY environment variable")
     run_prefix: str = Field("monitor", min_length=1, description="runs are named <prefix>-<YYYY-MM-DD>")
     rollover: Literal["daily"] | Annotated[int, Field(ge=1, le=24 * 31)] = Field(
         "daily", description="new run per UTC day of event time, or every N hours of event time"
@@ -218,13 +215,6 @@ class MonitorWandb(_Frozen):
         if v == "daily" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 24 * 31):
             return v
         raise ValueError(f"{v!r} is not a rollover: use daily or a number of hours (1..744)")
-
-    def resolved_mode(self) -> str:
-        """The mode to use: explicit, or online only when an API key is available."""
-        if self.mode:
-            return self.mode
-        has_key = self.api_key is not None or bool(os.environ.get("WANDB_API_KEY"))
-        return "online" if has_key else "offline"
 
 
 # ---------------------------------------------------------------------------------------- webhook
